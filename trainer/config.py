@@ -1,0 +1,308 @@
+"""The one YAML configuration file (`anomon.yaml`): schema, model, threshold, Kafka and metrics.
+
+Every section is a frozen dataclass; `load_config` validates the mapping against the dataclass
+types and reports the first problem as one line naming the key, e.g.
+``config: unknown key 'kafka.bootsrap_servers'``.  Scalar settings can be overridden by
+environment variables named ``ANOMON_<SECTION>_<KEY>`` (``ANOMON_KAFKA_BOOTSTRAP_SERVERS``).
+
+>>> cfg = config_from_dict({"fields": {"bytes": "numeric", "proto": "categorical"}})
+>>> [f.type for f in cfg.fields]
+['numeric', 'categorical']
+>>> cfg.threshold.method
+'quantile'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from trainer.errors import AnomonError
+
+FIELD_TYPES = ("numeric", "categorical", "boolean", "vector", "timestamp", "ignore")
+
+
+class ConfigError(AnomonError):
+    """A configuration problem, worded as one line that names the offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """How one event field is read and encoded."""
+
+    name: str
+    type: str
+    required: bool = False
+    size: int | None = None  # vector length
+    cyclic: bool = True  # timestamp: hour-of-day and day-of-week features
+    log: bool | None = None  # numeric: log1p before scaling; None = decide from the data
+    max_categories: int | None = None  # categorical: override of encoding.max_categories
+    min_count: int | None = None  # categorical: override of encoding.min_count
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingConfig:
+    max_categories: int = 100
+    min_count: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    layers: list[int] | None = None  # hidden sizes; None = sized from the input width
+    activation: Literal["tanh", "relu", "sigmoid", "elu", "gelu"] = "tanh"
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 0.002
+    weight_decay: float = 0.0
+    patience: int = 8
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdConfig:
+    method: Literal["quantile", "max", "evt"] = "quantile"
+    target_rate: float = 0.001
+    margin: float = 0.0
+    tail_fraction: float = 0.1  # evt: share of calibration scores used to fit the tail
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "anomon.events"
+    alert_topic: str = "anomon.alerts"
+    dead_letter_topic: str = "anomon.dead-letter"
+    group_id: str = "anomon"
+    client_id: str = "anomon"
+    partitions: int = 4
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    max_batch_records: int = 500
+    max_wait_ms: int = 50
+    max_message_bytes: int = 1_000_000
+    top_contributions: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    fields: tuple[FieldSpec, ...]
+    key: str | None = None
+    encoding: EncodingConfig = EncodingConfig()
+    model: ModelConfig = ModelConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @property
+    def timestamp_field(self) -> str | None:
+        """The event-time field: the first field of type `timestamp`."""
+        return next((f.name for f in self.fields if f.type == "timestamp"), None)
+
+    def schema_dict(self) -> dict[str, Any]:
+        """The part of the config that defines a model bundle (fields, encoding, model, threshold)."""
+        return {
+            "fields": {f.name: _drop_defaults(f) for f in self.fields},
+            "key": self.key,
+            "encoding": dataclasses.asdict(self.encoding),
+            "model": dataclasses.asdict(self.model),
+            "threshold": dataclasses.asdict(self.threshold),
+        }
+
+    def schema_hash(self) -> str:
+        """sha256 of `schema_dict`, stored in the bundle manifest."""
+        canonical = json.dumps(self.schema_dict(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()
+
+
+_SECTIONS = {
+    "encoding": EncodingConfig,
+    "model": ModelConfig,
+    "threshold": ThresholdConfig,
+    "kafka": KafkaConfig,
+    "monitor": MonitorConfig,
+    "metrics": MetricsConfig,
+}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and return the YAML config at `path` (env overrides from `environ`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}") from None
+    return config_from_dict(raw, environ=environ)
+
+
+def config_from_dict(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed config mapping; see `load_config`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping with a 'fields' key")
+    unknown = set(raw) - {"fields", "key", *_SECTIONS}
+    if unknown:
+        raise ConfigError(f"config: unknown key '{sorted(unknown)[0]}'")
+    fields = _parse_fields(raw.get("fields"))
+    key = raw.get("key")
+    if key is not None and key not in {f.name for f in fields}:
+        raise ConfigError(f"config: 'key' names field '{key}', which is not in 'fields'")
+    environ = os.environ if environ is None else environ
+    sections = {
+        name: _build_section(cls, raw.get(name) or {}, name, environ)
+        for name, cls in _SECTIONS.items()
+    }
+    config = Config(fields=fields, key=key, **sections)
+    _check_ranges(config)
+    return config
+
+
+def _parse_fields(raw: Any) -> tuple[FieldSpec, ...]:
+    if raw is None:
+        raise ConfigError("config: missing 'fields' (a mapping of field name to type)")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("config: 'fields' must be a non-empty mapping of field name to type")
+    specs = []
+    for name, value in raw.items():
+        where = f"fields.{name}"
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: '{where}' must be a type name or a mapping")
+        if "type" not in value:
+            raise ConfigError(f"config: '{where}' has no 'type'")
+        spec = _build_section(FieldSpec, {"name": str(name), **value}, where, environ={})
+        if spec.type not in FIELD_TYPES:
+            raise ConfigError(
+                f"config: '{where}.type' must be one of {', '.join(FIELD_TYPES)}, got '{spec.type}'"
+            )
+        if spec.type == "vector" and (spec.size is None or spec.size < 1):
+            raise ConfigError(f"config: '{where}' is a vector and needs a positive 'size'")
+        specs.append(spec)
+    if all(s.type == "ignore" for s in specs):
+        raise ConfigError("config: 'fields' has no field to model (all are 'ignore')")
+    return tuple(specs)
+
+
+def _build_section(cls: type, raw: Any, where: str, environ: Mapping[str, str]) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: '{where}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"config: unknown key '{where}.{key}'")
+    values = {}
+    for name in names:
+        env_name = f"ANOMON_{where}_{name}".upper().replace(".", "_")
+        if env_name in environ:
+            values[name] = _coerce_env(environ[env_name], hints[name], env_name)
+        elif name in raw:
+            values[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ConfigError(f"config: '{where}' must be one of {choices}, got '{value}'")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config: '{where}' must be a list, got {_describe(value)}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"config: '{where}' must be {hint.__name__}, got {_describe(value)}")
+    return value
+
+
+def _coerce_env(text: str, hint: Any, env_name: str) -> Any:
+    """Parse an environment override as YAML scalar, then type-check it like the file."""
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    if _accepts(hint, str) and not isinstance(value, str) and value is not None:
+        value = text
+    return _check_type(value, hint, env_name)
+
+
+def _accepts(hint: Any, kind: type) -> bool:
+    return hint is kind or kind in typing.get_args(hint)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _check_ranges(config: Config) -> None:
+    checks = [
+        (0 < config.threshold.target_rate < 1, "threshold.target_rate", "between 0 and 1"),
+        (0 < config.threshold.tail_fraction < 1, "threshold.tail_fraction", "between 0 and 1"),
+        (0 < config.model.holdout_fraction < 1, "model.holdout_fraction", "between 0 and 1"),
+        (config.model.epochs >= 1, "model.epochs", "at least 1"),
+        (config.model.batch_size >= 1, "model.batch_size", "at least 1"),
+        (config.model.learning_rate > 0, "model.learning_rate", "positive"),
+        (all(n >= 1 for n in config.model.layers or [1]), "model.layers", "positive sizes"),
+        (config.encoding.max_categories >= 1, "encoding.max_categories", "at least 1"),
+        (config.kafka.partitions >= 1, "kafka.partitions", "at least 1"),
+        (config.monitor.max_batch_records >= 1, "monitor.max_batch_records", "at least 1"),
+        (0 <= config.metrics.port < 65536, "metrics.port", "a port number"),
+    ]
+    for ok, key, wanted in checks:
+        if not ok:
+            raise ConfigError(f"config: '{key}' must be {wanted}")
+
+
+def _drop_defaults(spec: FieldSpec) -> dict[str, Any]:
+    defaults = FieldSpec(name=spec.name, type=spec.type)
+    return {
+        k: v
+        for k, v in dataclasses.asdict(spec).items()
+        if k != "name" and (k == "type" or v != getattr(defaults, k))
+    }

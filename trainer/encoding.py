@@ -1,0 +1,520 @@
+"""Encoding events into the autoencoder's input matrix, one block of columns per field.
+
+`Encoder` is fitted once on training records and stored in the bundle; the trainer and the
+monitor both use it.  Encoding a batch is vectorised: one pass pulls each field's values out
+of the records, then numpy does the rest.  Values that cannot be read are reported per record
+(`Encoded.invalid`) instead of raising, so one bad event never stops a batch.
+
+>>> from trainer.config import FieldSpec
+>>> enc = Encoder([FieldSpec("bytes", "numeric"), FieldSpec("proto", "categorical")])
+>>> enc = enc.fit([{"bytes": 10, "proto": "tcp"}, {"bytes": 30, "proto": "tcp"},
+...                {"bytes": 20, "proto": "udp"}, {"bytes": 25, "proto": "udp"}])
+>>> out = enc.transform([{"bytes": 20, "proto": "icmp"}, {"bytes": "lots", "proto": "tcp"}])
+>>> out.X.shape, out.invalid
+((2, 5), [None, ('wrong_type', "field 'bytes': cannot read 'lots' as a number")])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from trainer.config import EncodingConfig, FieldSpec
+from trainer.errors import AnomonError
+
+MISSING = "<missing>"
+OTHER = "<other>"
+
+
+class EncodingError(AnomonError):
+    """A problem fitting the encoder (e.g. a field absent from every training record)."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where a field's columns sit in the encoded matrix and how its error is measured."""
+
+    field: str
+    start: int
+    stop: int
+    loss: str  # "squared" (per-column weights) or "categorical" (cross-entropy over the slots)
+
+
+@dataclass
+class Encoded:
+    """An encoded batch: `X` (n, width) float32 and, per record, None or (reason, detail)."""
+
+    X: np.ndarray
+    invalid: list[tuple[str, str] | None]
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.array([reason is None for reason in self.invalid], dtype=bool)
+
+
+class _Problems:
+    """Collects the first problem of each record of a batch."""
+
+    def __init__(self, n: int):
+        self.invalid: list[tuple[str, str] | None] = [None] * n
+
+    def add(self, mask: np.ndarray, reason: str, field: str, values: list[Any], what: str) -> None:
+        for i in np.flatnonzero(mask):
+            if self.invalid[i] is None:
+                self.invalid[i] = (reason, what.format(field=field, value=_short(values[i])))
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_none(values: list[Any]) -> np.ndarray:
+    return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+
+
+def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Floats of `values` (None → NaN) and a mask of values that are not numbers at all."""
+    try:
+        # Fast path: numbers, None and numeric strings convert in one C loop.
+        x = np.array(values, dtype=np.float64)
+        if x.ndim == 1:
+            return x, np.zeros(len(values), dtype=bool)
+    except (ValueError, TypeError):
+        pass
+    x = np.empty(len(values))
+    bad = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        try:
+            x[i] = np.nan if v is None else float(v)
+            bad[i] = isinstance(v, (list, dict))
+        except (ValueError, TypeError):
+            x[i], bad[i] = np.nan, True
+    return x, bad
+
+
+class NumericEncoder:
+    """log1p for skewed non-negative fields, then robust centring and scaling.
+
+    Columns: the scaled value, and (unless the field is `required`) a missing indicator.
+    """
+
+    loss = "squared"
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    @property
+    def width(self) -> int:
+        return 1 if self.spec.required else 2
+
+    def column_weights(self) -> np.ndarray:
+        return np.ones(self.width)
+
+    def fit(self, values: list[Any]) -> NumericEncoder:
+        x, _ = _to_float(values)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
+        self.log_ = bool(self.spec.log) if self.spec.log is not None else _is_skewed(x)
+        t = np.log1p(x) if self.log_ else x
+        self.center_ = float(np.median(t))
+        lo, hi = np.quantile(t, [0.01, 0.99])
+        spread = hi - lo if hi > lo else t.max() - t.min()
+        self.scale_ = float(spread) if spread > 0 else 1.0
+        return self
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+        x, bad = _to_float(values)
+        none = _is_none(values)
+        non_finite = ~np.isfinite(x) & ~none & ~bad
+        if self.log_:
+            bad |= x <= -1  # log1p undefined: cannot be scored on the trained scale
+        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a number")
+        if strict:
+            problems.add(non_finite, "non_finite", self.spec.name, values, "field '{field}': non-finite value {value}")
+        missing = ~np.isfinite(x) | bad
+        if self.spec.required:
+            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
+        t = np.log1p(np.where(missing, 0.0, x)) if self.log_ else np.where(missing, 0.0, x)
+        out[:, 0] = np.where(missing, 0.0, (t - self.center_) / self.scale_)
+        if not self.spec.required:
+            out[:, 1] = missing
+
+    def expected(self, recon: np.ndarray) -> list[Any]:
+        t = recon[:, 0] * self.scale_ + self.center_
+        x = np.expm1(t) if self.log_ else t
+        return [round(float(v), 6) for v in x]
+
+    def state(self) -> dict[str, Any]:
+        return {"log": self.log_, "center": self.center_, "scale": self.scale_}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.log_, self.center_, self.scale_ = state["log"], state["center"], state["scale"]
+
+
+def _is_skewed(x: np.ndarray) -> bool:
+    if x.min() < 0:
+        return False
+    std = x.std()
+    return bool(std > 0 and np.mean(((x - x.mean()) / std) ** 3) > 1.0)
+
+
+def _category_tokens(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """String tokens for category values and a mask of values that are not scalars."""
+    tokens = np.array([v if v.__class__ is str else _token(v) for v in values], dtype=object)
+    return tokens, tokens == None  # noqa: E711 - elementwise comparison with the object array
+
+
+def _token(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None  # lists and objects are not categories
+
+
+class CategoricalEncoder:
+    """One-hot over the frequent values plus one slot for values unseen or rare in training.
+
+    A missing value is the token ``<missing>``, a category like any other: frequent in
+    training, it gets a slot of its own; otherwise it falls into the unseen/rare slot.
+    """
+
+    loss = "categorical"
+
+    def __init__(self, spec: FieldSpec, max_categories: int = 100, min_count: int = 2):
+        self.spec = spec
+        self.max_categories = spec.max_categories or max_categories
+        self.min_count = spec.min_count or min_count
+
+    @property
+    def width(self) -> int:
+        return len(self.categories_) + 1
+
+    def column_weights(self) -> np.ndarray:
+        return np.zeros(self.width)
+
+    def fit(self, values: list[Any]) -> CategoricalEncoder:
+        tokens, bad = _category_tokens(values)
+        uniques, counts = np.unique(tokens[~bad].astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        kept = [str(uniques[i]) for i in order if counts[i] >= self.min_count]
+        self.categories_ = kept[: self.max_categories]
+        self._index = {c: i for i, c in enumerate(self.categories_)}
+        return self
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+        tokens, bad = _category_tokens(values)
+        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': {value} is not a category value")
+        if self.spec.required:
+            problems.add(tokens == MISSING, "missing_required", self.spec.name, values, "field '{field}' is required")
+        tokens[bad] = OTHER
+        uniques, inverse = np.unique(tokens.astype(str), return_inverse=True)
+        other = len(self.categories_)
+        slots = np.array([self._index.get(u, other) for u in uniques], dtype=np.int64)
+        out[np.arange(len(values)), slots[inverse]] = 1.0
+
+    def expected(self, recon: np.ndarray) -> list[Any]:
+        names = [*self.categories_, OTHER]
+        return [names[i] for i in recon.argmax(axis=1)]
+
+    def state(self) -> dict[str, Any]:
+        return {"categories": self.categories_}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.categories_ = list(state["categories"])
+        self._index = {c: i for i, c in enumerate(self.categories_)}
+
+
+TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
+FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
+
+
+class BooleanEncoder:
+    """0/1 column (true/false, yes/no, 1/0 accepted) and a missing indicator unless required."""
+
+    loss = "squared"
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    @property
+    def width(self) -> int:
+        return 1 if self.spec.required else 2
+
+    def column_weights(self) -> np.ndarray:
+        return np.ones(self.width)
+
+    def _read(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tokens, bad = _category_tokens(values)
+        uniques, inverse = np.unique(np.where(bad, "", tokens).astype(str), return_inverse=True)
+        lowered = np.char.lower(uniques.astype(str))
+        is_true = np.isin(lowered, list(TRUE_TOKENS))[inverse]
+        is_false = np.isin(lowered, list(FALSE_TOKENS))[inverse]
+        missing = tokens == MISSING
+        bad = ~(is_true | is_false | missing)
+        return is_true, missing, bad
+
+    def fit(self, values: list[Any]) -> BooleanEncoder:
+        is_true, missing, bad = self._read(values)
+        seen = ~(missing | bad)
+        self.impute_ = float(is_true[seen].mean() >= 0.5) if seen.any() else 0.0
+        return self
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+        is_true, missing, bad = self._read(values)
+        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a boolean")
+        if self.spec.required:
+            problems.add(missing, "missing_required", self.spec.name, values, "field '{field}' is required")
+        missing |= bad
+        out[:, 0] = np.where(missing, self.impute_, is_true)
+        if not self.spec.required:
+            out[:, 1] = missing
+
+    def expected(self, recon: np.ndarray) -> list[Any]:
+        return [bool(v) for v in recon[:, 0] >= 0.5]
+
+    def state(self) -> dict[str, Any]:
+        return {"impute": self.impute_}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.impute_ = state["impute"]
+
+
+class VectorEncoder:
+    """A fixed-length array of numbers, min-max scaled as a whole (images keep their shape).
+
+    Its squared error is averaged over the elements so that a 784-pixel field weighs like
+    one field, not like 784.
+    """
+
+    loss = "squared"
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    @property
+    def width(self) -> int:
+        return self.spec.size + (0 if self.spec.required else 1)
+
+    def column_weights(self) -> np.ndarray:
+        weights = np.full(self.width, 1.0 / self.spec.size)
+        if not self.spec.required:
+            weights[-1] = 1.0
+        return weights
+
+    def _read(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        size, n = self.spec.size, len(values)
+        none = _is_none(values)
+        try:
+            x = np.array([v if v is not None else [np.nan] * size for v in values], dtype=np.float64)
+            if x.shape != (n, size):
+                raise ValueError
+            return x, none, np.zeros(n, dtype=bool)
+        except (ValueError, TypeError):
+            pass
+        x = np.full((n, size), np.nan)
+        bad = np.zeros(n, dtype=bool)
+        for i, v in enumerate(values):
+            try:
+                row = np.asarray(v, dtype=np.float64)
+                if row.shape == (size,):
+                    x[i] = row
+                else:
+                    bad[i] = v is not None
+            except (ValueError, TypeError):
+                bad[i] = True
+        return x, none, bad
+
+    def fit(self, values: list[Any]) -> VectorEncoder:
+        x, none, bad = self._read(values)
+        x = x[~(none | bad)]
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            raise EncodingError(f"encoding: vector field '{self.spec.name}' has no valid value in the training data")
+        self.low_, high = float(finite.min()), float(finite.max())
+        self.scale_ = high - self.low_ if high > self.low_ else 1.0
+        return self
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+        x, none, bad = self._read(values)
+        what = f"field '{{field}}': expected a list of {self.spec.size} numbers, got {{value}}"
+        problems.add(bad, "wrong_type", self.spec.name, values, what)
+        non_finite = ~np.isfinite(x).all(axis=1) & ~none & ~bad
+        if strict:
+            problems.add(non_finite, "non_finite", self.spec.name, values, "field '{field}': non-finite element")
+        if self.spec.required:
+            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
+        scaled = (x - self.low_) / self.scale_
+        out[:, : self.spec.size] = np.where(np.isfinite(scaled), scaled, 0.0)
+        if not self.spec.required:
+            out[:, -1] = none | bad
+
+    def expected(self, recon: np.ndarray) -> list[Any]:
+        return [None] * len(recon)  # an image's reconstruction is shown by the report, not in alerts
+
+    def reconstruct(self, recon: np.ndarray) -> np.ndarray:
+        """Reconstructed vectors on the original scale, e.g. for pictures."""
+        return recon[:, : self.spec.size] * self.scale_ + self.low_
+
+    def state(self) -> dict[str, Any]:
+        return {"low": self.low_, "scale": self.scale_}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.low_, self.scale_ = state["low"], state["scale"]
+
+
+def parse_times(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds of ISO-8601 strings or epoch numbers (ms if > 1e11), NaN if missing, and a bad mask.
+
+    >>> parse_times(["1970-01-01T00:01:00Z", 120, None, "soon"])[0].tolist()
+    [60.0, 120.0, nan, nan]
+    """
+    x, bad = _to_float(values)
+    strings = bad & np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+    for i in np.flatnonzero(strings):
+        try:
+            stamp = datetime.fromisoformat(values[i])
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=timezone.utc)
+            x[i], bad[i] = stamp.timestamp(), False
+        except ValueError:
+            pass
+    x = np.where(x > 1e11, x / 1000.0, x)
+    return x, bad
+
+
+class TimestampEncoder:
+    """Event time; with `cyclic` (default) hour-of-day and day-of-week as sin/cos pairs."""
+
+    loss = "squared"
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    @property
+    def width(self) -> int:
+        return (4 if self.spec.cyclic else 0) + (0 if self.spec.required else 1)
+
+    def column_weights(self) -> np.ndarray:
+        return np.ones(self.width)
+
+    def fit(self, values: list[Any]) -> TimestampEncoder:
+        return self
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+        t, bad = parse_times(values)
+        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a time")
+        none = _is_none(values)
+        if self.spec.required:
+            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
+        missing = ~np.isfinite(t)
+        t = np.where(missing, 0.0, t)
+        if self.spec.cyclic:
+            day = 2 * np.pi * (t % 86400) / 86400
+            week = 2 * np.pi * ((t / 86400 + 3) % 7) / 7  # 1970-01-01 was a Thursday: Monday = 0
+            features = np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=1)
+            out[:, :4] = np.where(missing[:, None], 0.0, features)
+        if not self.spec.required:
+            out[:, -1] = missing
+
+    def expected(self, recon: np.ndarray) -> list[Any]:
+        if not self.spec.cyclic:
+            return [None] * len(recon)
+        hours = (np.arctan2(recon[:, 0], recon[:, 1]) % (2 * np.pi)) * 24 / (2 * np.pi)
+        return [f"{int(h):02d}:{int(h % 1 * 60):02d}" for h in hours]
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+FieldEncoder = NumericEncoder | CategoricalEncoder | BooleanEncoder | VectorEncoder | TimestampEncoder
+
+
+class Encoder:
+    """Fits per-field encoders and turns batches of records into one float32 matrix.
+
+    Parameters
+    ----------
+    fields
+        The schema; `ignore` fields are skipped.
+    encoding
+        Categorical vocabulary limits.
+    """
+
+    def __init__(self, fields: tuple[FieldSpec, ...] | list[FieldSpec], encoding: EncodingConfig = EncodingConfig()):
+        self.fields = tuple(fields)
+        self.encoding = encoding
+        self.encoders_: list[FieldEncoder] = [self._make(spec) for spec in self.fields if spec.type != "ignore"]
+
+    def _make(self, spec: FieldSpec) -> FieldEncoder:
+        if spec.type == "categorical":
+            return CategoricalEncoder(spec, self.encoding.max_categories, self.encoding.min_count)
+        return {
+            "numeric": NumericEncoder,
+            "boolean": BooleanEncoder,
+            "vector": VectorEncoder,
+            "timestamp": TimestampEncoder,
+        }[spec.type](spec)
+
+    @property
+    def field_names(self) -> list[str]:
+        """The modelled fields, in block order."""
+        return [e.spec.name for e in self.encoders_]
+
+    @property
+    def blocks(self) -> list[Block]:
+        blocks, start = [], 0
+        for e in self.encoders_:
+            blocks.append(Block(e.spec.name, start, start + e.width, e.loss))
+            start += e.width
+        return blocks
+
+    @property
+    def width(self) -> int:
+        return sum(e.width for e in self.encoders_)
+
+    def column_weights(self) -> np.ndarray:
+        """Squared-error weight of every column (0 for categorical slots)."""
+        return np.concatenate([e.column_weights() for e in self.encoders_])
+
+    def fit(self, records: list[dict[str, Any]]) -> Encoder:
+        for e in self.encoders_:
+            e.fit([r.get(e.spec.name) for r in records])
+        return self
+
+    def transform(self, records: list[dict[str, Any]], strict: bool = False) -> Encoded:
+        """Encode `records`; with `strict`, NaN/inf values are invalid instead of missing."""
+        n = len(records)
+        X = np.zeros((n, self.width), dtype=np.float32)
+        problems = _Problems(n)
+        for e, block in zip(self.encoders_, self.blocks):
+            values = [r.get(e.spec.name) for r in records]
+            e.transform(values, X[:, block.start : block.stop], problems, strict)
+        return Encoded(X, problems.invalid)
+
+    def state(self) -> dict[str, Any]:
+        return {e.spec.name: e.state() for e in self.encoders_}
+
+    def load_state(self, state: dict[str, Any]) -> Encoder:
+        missing = [name for name in self.field_names if name not in state]
+        if missing:
+            raise EncodingError(f"encoding: stored state has no entry for field '{missing[0]}'")
+        for e in self.encoders_:
+            e.load_state(state[e.spec.name])
+        return self
+
+    def encoder_for(self, field: str) -> FieldEncoder:
+        return next(e for e in self.encoders_ if e.spec.name == field)

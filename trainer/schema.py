@@ -1,0 +1,95 @@
+"""Proposing a config from a sample of data: `anomon schema infer DATA`.
+
+Each field's type is guessed from its values; identifiers (strings with nearly as many distinct
+values as records) are proposed as `ignore`, with a comment saying why.
+
+>>> records = [{"id": f"u{i}", "ok": i % 2 == 0, "bytes": i * 10, "proto": "tcp"} for i in range(200)]
+>>> guesses = infer_fields(records)
+>>> {name: g.type for name, g in guesses.items()}
+{'id': 'ignore', 'ok': 'boolean', 'bytes': 'numeric', 'proto': 'categorical'}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from trainer.encoding import TRUE_TOKENS, FALSE_TOKENS, parse_times
+
+_ID_MIN_DISTINCT = 50
+_ID_DISTINCT_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class FieldGuess:
+    """A proposed type for one field, with the reason shown as a YAML comment."""
+
+    type: str
+    size: int | None = None
+    comment: str = ""
+
+
+def infer_fields(records: list[dict[str, Any]]) -> dict[str, FieldGuess]:
+    """Guess every field's type from `records` (fields in order of first appearance)."""
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    return {name: _guess([r.get(name) for r in records]) for name in names}
+
+
+def _guess(values: list[Any]) -> FieldGuess:
+    present = [v for v in values if v is not None and v != ""]
+    if not present:
+        return FieldGuess("ignore", comment="no values in the sample")
+    missing = 1 - len(present) / len(values)
+    note = f"{missing:.0%} missing" if missing else ""
+    if all(isinstance(v, list) for v in present):
+        sizes = {len(v) for v in present}
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for v in present[:100] for x in v)
+        if len(sizes) == 1 and numeric:
+            return FieldGuess("vector", size=sizes.pop(), comment=note)
+        return FieldGuess("ignore", comment="lists of varying length or type")
+    if any(isinstance(v, (dict, list)) for v in present):
+        return FieldGuess("ignore", comment="nested values")
+    tokens = {str(v).strip().lower() for v in present}
+    if all(isinstance(v, bool) for v in present) or tokens <= (TRUE_TOKENS | FALSE_TOKENS) and len(tokens) <= 2:
+        return FieldGuess("boolean", comment=note)
+    numbers = np.array([_number(v) for v in present])
+    if np.isfinite(numbers).mean() >= 0.98:
+        return FieldGuess("numeric", comment=note)
+    if all(isinstance(v, str) for v in present):
+        times, bad = parse_times(present)
+        if not bad.any():
+            return FieldGuess("timestamp", comment=note)
+    distinct = len(Counter(map(str, present)))
+    if distinct >= _ID_MIN_DISTINCT and distinct / len(present) > _ID_DISTINCT_RATIO:
+        return FieldGuess("ignore", comment=f"high cardinality ({distinct} distinct of {len(present)}): "
+                                             "an identifier? use it as 'key' to carry it into alerts")
+    return FieldGuess("categorical", comment=", ".join(filter(None, [f"{distinct} distinct values", note])))
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def render_config(guesses: dict[str, FieldGuess], source: str = "") -> str:
+    """A commented `anomon.yaml` proposal."""
+    lines = [f"# Proposed by `anomon schema infer` from {source or 'a data sample'}; review before training."]
+    lines.append("fields:")
+    for name, guess in guesses.items():
+        spec: Any = guess.type if guess.size is None else {"type": guess.type, "size": guess.size}
+        text = f"  {yaml.safe_dump({name: spec}, default_flow_style=True, width=1000).strip()[1:-1]}"
+        lines.append(f"{text}  # {guess.comment}" if guess.comment else text)
+    ids = [name for name, g in guesses.items() if g.comment.startswith("high cardinality")]
+    lines.append(f"# key: {ids[0]}" if ids else "# key: <a field carried into alerts>")
+    lines += ["threshold:", "  method: quantile", "  target_rate: 0.001", ""]
+    return "\n".join(lines)
