@@ -149,7 +149,8 @@ class Bundle:
         version = f"{created:%Y%m%dT%H%M%S%fZ}-{config_hash[:8]}"
         target = directory / "versions" / version
         target.mkdir(parents=True, exist_ok=False)
-        _write_json(target / "config.json", self.config.schema_dict())
+        # Unsorted: the field order is the order of the encoded columns the weights expect.
+        _write_json(target / "config.json", self.config.schema_dict(), sort_keys=False)
         _write_json(target / "encoder.json", self.encoder.state())
         _write_json(target / "threshold.json", self.threshold.to_dict())
         torch.save({"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict()},
@@ -248,8 +249,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def _write_json(path: Path, data: Any, sort_keys: bool = True) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def _read_json(path: Path) -> Any:
