@@ -22,6 +22,7 @@ from trainer.encoding import TRUE_TOKENS, FALSE_TOKENS, parse_times
 
 _ID_MIN_DISTINCT = 50
 _ID_DISTINCT_RATIO = 0.5
+_MISSING_TOKENS = {"", "nan", "null", "none", "na", "n/a"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def infer_fields(records: list[dict[str, Any]]) -> dict[str, FieldGuess]:
 
 
 def _guess(values: list[Any]) -> FieldGuess:
-    present = [v for v in values if v is not None and v != ""]
+    present = [v for v in values if not _is_missing(v)]
     if not present:
         return FieldGuess("ignore", comment="no values in the sample")
     missing = 1 - len(present) / len(values)
@@ -59,7 +60,7 @@ def _guess(values: list[Any]) -> FieldGuess:
     if all(isinstance(v, bool) for v in present) or tokens <= (TRUE_TOKENS | FALSE_TOKENS) and len(tokens) <= 2:
         return FieldGuess("boolean", comment=note)
     numbers = np.array([_number(v) for v in present])
-    if np.isfinite(numbers).mean() >= 0.98:
+    if np.isfinite(numbers).mean() >= 0.95:
         return FieldGuess("numeric", comment=note)
     if all(isinstance(v, str) for v in present):
         times, bad = parse_times(present)
@@ -70,6 +71,12 @@ def _guess(values: list[Any]) -> FieldGuess:
         return FieldGuess("ignore", comment=f"high cardinality ({distinct} distinct of {len(present)}): "
                                              "an identifier? use it as 'key' to carry it into alerts")
     return FieldGuess("categorical", comment=", ".join(filter(None, [f"{distinct} distinct values", note])))
+
+
+def _is_missing(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _MISSING_TOKENS
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _number(value: Any) -> float:

@@ -1,0 +1,156 @@
+"""Encoding: round trips, unseen categories, missing/NaN values, bad values reported per record."""
+
+import math
+
+import numpy as np
+import pytest
+
+from trainer.config import EncodingConfig, FieldSpec
+from trainer.encoding import Encoder, EncodingError, parse_times
+
+FIELDS = [
+    FieldSpec("bytes", "numeric"),
+    FieldSpec("proto", "categorical"),
+    FieldSpec("ok", "boolean"),
+    FieldSpec("vec", "vector", size=3),
+    FieldSpec("time", "timestamp"),
+    FieldSpec("note", "ignore"),
+]
+
+
+def records(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "bytes": float(rng.lognormal(5, 2)),
+            "proto": ["tcp", "udp", "icmp"][i % 3],
+            "ok": bool(i % 2),
+            "vec": rng.uniform(0, 10, 3).tolist(),
+            "time": 1_700_000_000 + 3600 * i,
+            "note": "anything",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return Encoder(FIELDS).fit(records())
+
+
+def block(encoder, name):
+    return next(b for b in encoder.blocks if b.field == name)
+
+
+def test_layout(encoder):
+    assert encoder.field_names == ["bytes", "proto", "ok", "vec", "time"]
+    assert [b.stop - b.start for b in encoder.blocks] == [2, 4, 2, 4, 5]
+    assert encoder.width == 17
+    assert encoder.transform(records(5)).X.dtype == np.float32
+
+
+def test_numeric_round_trip_through_expected(encoder):
+    data = records(50, seed=1)
+    X = encoder.transform(data).X
+    b = block(encoder, "bytes")
+    back = encoder.encoder_for("bytes").expected(X[:, b.start : b.stop])
+    np.testing.assert_allclose(back, [r["bytes"] for r in data], rtol=1e-4)
+
+
+def test_skewed_non_negative_field_is_log_scaled(encoder):
+    assert encoder.encoder_for("bytes").log_ is True
+
+
+def test_categorical_round_trip_and_unseen_value(encoder):
+    X = encoder.transform([{"proto": "udp"}, {"proto": "gre"}]).X
+    b = block(encoder, "proto")
+    slots = X[:, b.start : b.stop]
+    assert slots.sum(axis=1).tolist() == [1, 1]
+    assert encoder.encoder_for("proto").expected(slots) == ["udp", "<other>"]
+
+
+def test_rare_categories_go_to_the_other_slot():
+    enc = Encoder([FieldSpec("c", "categorical")], EncodingConfig(max_categories=2, min_count=3))
+    enc.fit([{"c": v} for v in "aaaabbbbccccd"])
+    assert enc.encoder_for("c").categories_ == ["a", "b"]
+    X = enc.transform([{"c": "c"}, {"c": "d"}, {"c": "a"}]).X
+    assert X.argmax(axis=1).tolist() == [2, 2, 0]
+
+
+def test_category_values_of_mixed_types_share_tokens():
+    enc = Encoder([FieldSpec("status", "categorical")]).fit([{"status": 200}, {"status": "200"}, {"status": 404.0}] * 3)
+    assert sorted(enc.encoder_for("status").categories_) == ["200", "404"]
+
+
+def test_missing_values_are_imputed_with_an_indicator(encoder):
+    out = encoder.transform([{}, {"bytes": None, "ok": None, "vec": None, "time": None}, {"bytes": float("nan")}])
+    assert out.invalid == [None, None, None]
+    X = out.X
+    for name in ("bytes", "ok", "vec", "time"):
+        b = block(encoder, name)
+        assert (X[:2, b.stop - 1] == 1).all(), name
+    b = block(encoder, "bytes")
+    assert X[2, b.stop - 1] == 1 and X[2, b.start] == 0.0
+
+
+def test_strict_mode_rejects_non_finite_values(encoder):
+    out = encoder.transform([{"bytes": float("nan")}, {"bytes": math.inf}, {"vec": [1, math.nan, 2]}], strict=True)
+    assert [r[0] for r in out.invalid] == ["non_finite", "non_finite", "non_finite"]
+
+
+def test_wrong_types_are_reported_per_record(encoder):
+    out = encoder.transform([
+        {"bytes": "lots"},
+        {"bytes": "12.5"},
+        {"proto": {"nested": 1}},
+        {"ok": "maybe"},
+        {"vec": [1, 2]},
+        {"time": "yesterday"},
+        {"bytes": 1},
+    ])
+    reasons = [r and r[0] for r in out.invalid]
+    assert reasons == ["wrong_type", None, "wrong_type", "wrong_type", "wrong_type", "wrong_type", None]
+    assert out.invalid[0][1] == "field 'bytes': cannot read 'lots' as a number"
+    assert out.valid.tolist() == [False, True, False, False, False, False, True]
+
+
+def test_required_field_absent_is_invalid():
+    enc = Encoder([FieldSpec("a", "numeric", required=True), FieldSpec("c", "categorical", required=True)])
+    enc.fit([{"a": i, "c": "x"} for i in range(20)])
+    assert enc.width == 1 + 2  # no missing indicator for required fields
+    out = enc.transform([{"c": "x"}, {"a": 1}, {"a": 1, "c": "x"}])
+    assert [r and r[0] for r in out.invalid] == ["missing_required", "missing_required", None]
+
+
+def test_boolean_spellings():
+    enc = Encoder([FieldSpec("b", "boolean")]).fit([{"b": v} for v in (True, False)])
+    X = enc.transform([{"b": v} for v in ("yes", "No", 1, 0, "TRUE", "f")]).X
+    assert X[:, 0].tolist() == [1, 0, 1, 0, 1, 0]
+
+
+def test_vector_scaling_keeps_the_shape():
+    enc = Encoder([FieldSpec("v", "vector", size=2, required=True)]).fit([{"v": [0, 255]}, {"v": [51, 102]}])
+    np.testing.assert_allclose(enc.transform([{"v": [255, 0]}]).X, [[1.0, 0.0]])
+
+
+def test_timestamps_parse_iso_and_epoch():
+    seconds, bad = parse_times(["2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00", 1704067200, 1704067200000, None])
+    assert seconds[:4].tolist() == [1704067200.0] * 4
+    assert math.isnan(seconds[4]) and not bad.any()
+
+
+def test_state_round_trip(encoder):
+    data = records(20, seed=3)
+    clone = Encoder(FIELDS).load_state(encoder.state())
+    np.testing.assert_array_equal(clone.transform(data).X, encoder.transform(data).X)
+
+
+def test_field_without_values_cannot_be_fitted():
+    with pytest.raises(EncodingError, match="numeric field 'a' has no numeric value"):
+        Encoder([FieldSpec("a", "numeric")]).fit([{"a": None}, {"b": 1}])
+
+
+def test_large_batch(encoder):
+    """A large batch encodes in one call, every record valid."""
+    out = encoder.transform(records(10_000))
+    assert out.X.shape == (10_000, encoder.width) and all(r is None for r in out.invalid)
