@@ -84,7 +84,7 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         x = np.array(values, dtype=np.float64)
         if x.ndim == 1:
             return x, np.zeros(len(values), dtype=bool)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         pass
     x = np.empty(len(values))
     bad = np.zeros(len(values), dtype=bool)
@@ -92,7 +92,7 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         try:
             x[i] = np.nan if v is None else float(v)
             bad[i] = isinstance(v, (list, dict))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             x[i], bad[i] = np.nan, True
     return x, bad
 
@@ -320,7 +320,7 @@ class VectorEncoder:
             if x.shape != (n, size):
                 raise ValueError
             return x, none, np.zeros(n, dtype=bool)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             pass
         x = np.full((n, size), np.nan)
         bad = np.zeros(n, dtype=bool)
@@ -331,7 +331,7 @@ class VectorEncoder:
                     x[i] = row
                 else:
                     bad[i] = v is not None
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 bad[i] = True
         return x, none, bad
 
