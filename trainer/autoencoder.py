@@ -28,9 +28,13 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "elu": n
 
 
 def default_layers(width: int) -> list[int]:
-    """Hidden sizes from the input width: e.g. 122 inputs → 64-16-64."""
+    """Hidden sizes from the input width: e.g. 111 inputs → 64-8-64.
+
+    A narrow bottleneck keeps the model from learning the identity, which would reconstruct
+    anomalies as well as normal records.
+    """
     outer = int(min(256, max(16, 2 ** round(np.log2(max(width, 2) / 2)))))
-    return [outer, max(4, outer // 4), outer]
+    return [outer, max(4, outer // 8), outer]
 
 
 def build_autoencoder(width: int, layers: list[int], activation: str, seed: int) -> nn.Sequential:

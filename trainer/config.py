@@ -62,7 +62,8 @@ class ModelConfig:
     batch_size: int = 128
     learning_rate: float = 0.002
     weight_decay: float = 0.0
-    patience: int = 8
+    patience: int = 5
+    min_improvement: float = 0.005  # relative validation-loss gain that resets early stopping
     holdout_fraction: float = 0.2
     seed: int = 0
 
@@ -288,6 +289,7 @@ def _check_ranges(config: Config) -> None:
         (config.model.epochs >= 1, "model.epochs", "at least 1"),
         (config.model.batch_size >= 1, "model.batch_size", "at least 1"),
         (config.model.learning_rate > 0, "model.learning_rate", "positive"),
+        (0 <= config.model.min_improvement < 1, "model.min_improvement", "between 0 and 1"),
         (all(n >= 1 for n in config.model.layers or [1]), "model.layers", "positive sizes"),
         (config.encoding.max_categories >= 1, "encoding.max_categories", "at least 1"),
         (config.kafka.partitions >= 1, "kafka.partitions", "at least 1"),

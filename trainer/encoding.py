@@ -98,9 +98,12 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NumericEncoder:
-    """log1p for skewed non-negative fields, then robust centring and scaling.
+    """log1p for non-negative fields (heavy tails), then scaling fitted on the training data.
 
-    Columns: the scaled value, and (unless the field is `required`) a missing indicator.
+    A non-negative field is log-scaled, shifted to start at 0 and divided by its 99th
+    percentile, so the top 1% of training values cannot squash everyone else; a signed field is
+    centred on its median and divided by its 1st-99th percentile range.  Columns: the scaled
+    value, and (unless the field is `required`) a missing indicator.
     """
 
     loss = "squared"
@@ -120,11 +123,16 @@ class NumericEncoder:
         x = x[np.isfinite(x)]
         if x.size == 0:
             raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
-        self.log_ = bool(self.spec.log) if self.spec.log is not None else _is_skewed(x)
-        t = np.log1p(x) if self.log_ else x
-        self.center_ = float(np.median(t))
-        lo, hi = np.quantile(t, [0.01, 0.99])
-        spread = hi - lo if hi > lo else t.max() - t.min()
+        self.log_ = bool(self.spec.log) if self.spec.log is not None else bool(x.min() >= 0)
+        if self.log_:
+            t = np.log1p(x)
+            self.center_ = float(t.min())
+            spread = np.quantile(t, 0.99) - self.center_
+        else:
+            t = x
+            self.center_ = float(np.median(t))
+            spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
+        spread = spread if spread > 0 else np.ptp(t)
         self.scale_ = float(spread) if spread > 0 else 1.0
         return self
 
@@ -155,13 +163,6 @@ class NumericEncoder:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.log_, self.center_, self.scale_ = state["log"], state["center"], state["scale"]
-
-
-def _is_skewed(x: np.ndarray) -> bool:
-    if x.min() < 0:
-        return False
-    std = x.std()
-    return bool(std > 0 and np.mean(((x - x.mean()) / std) ** 3) > 1.0)
 
 
 def _category_tokens(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:

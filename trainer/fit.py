@@ -91,7 +91,8 @@ def single_thread() -> Iterator[None]:
 
 def _train(model: torch.nn.Module, loss: FieldLoss, train: torch.Tensor, validation: torch.Tensor,
            config: Config, verbose: bool) -> list[dict[str, float]]:
-    """Adam on mean record score; stops after `patience` epochs without validation improvement."""
+    """Adam on mean record score; stops after `patience` epochs without a relative validation
+    improvement of `min_improvement` (the last fractions of a percent only sharpen the identity map)."""
     cfg = config.model
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -114,7 +115,7 @@ def _train(model: torch.nn.Module, loss: FieldLoss, train: torch.Tensor, validat
         bar.set_postfix(train=f"{total / len(train):.4f}", validation=f"{val_loss:.4f}")
         if bar.disable:
             log(f"epoch {epoch + 1}: train loss {total / len(train):.4f}, validation loss {val_loss:.4f}", verbose)
-        if val_loss < best - 1e-6:
+        if val_loss < best * (1 - cfg.min_improvement):
             best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
