@@ -82,3 +82,8 @@ def test_schema_hash_ignores_kafka_settings():
     b = config_from_dict({**BASE, "kafka": {"input_topic": "other"}}, environ={})
     c = config_from_dict({**BASE, "model": {"epochs": 3}}, environ={})
     assert a.schema_hash() == b.schema_hash() != c.schema_hash()
+
+
+def test_schema_hash_depends_on_field_order():
+    reordered = {"fields": dict(reversed(list(BASE["fields"].items())))}
+    assert config_from_dict(BASE, environ={}).schema_hash() != config_from_dict(reordered, environ={}).schema_hash()

@@ -137,8 +137,9 @@ class Config:
         }
 
     def schema_hash(self) -> str:
-        """sha256 of `schema_dict`, stored in the bundle manifest."""
-        canonical = json.dumps(self.schema_dict(), sort_keys=True).encode()
+        """sha256 of `schema_dict` and the field order (it fixes the encoded columns), for the manifest."""
+        schema = {**self.schema_dict(), "field_order": [f.name for f in self.fields]}
+        canonical = json.dumps(schema, sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()
 
 
