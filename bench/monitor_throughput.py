@@ -1,0 +1,220 @@
+"""Monitor throughput and latency on the embedded broker (or any Kafka with --bootstrap-servers).
+
+Prints, from one run:
+
+1. events/s of a bare kafka-python loop (poll + json.loads) and of `anomon monitor` (poll, decode,
+   encode, score, publish, commit) over the same topic of synthetic web traffic: the ratio is the
+   cost of everything the monitor does on top of reading;
+2. produce→alert latency (p50/p99) at a fixed event rate, from the producer's send to the alert
+   arriving at a consumer of the alert topic.
+
+The monitor runs as its own process (``anomon monitor``), as in production; its progress is
+read from its metrics endpoint.  Figures only, no pass/fail.
+
+    python bench/monitor_throughput.py [--events 200000] [--rate 2000] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.broker import EmbeddedBroker  # noqa: E402
+from monitor.traffic import TRAFFIC_FIELDS, TRAFFIC_KEY, TrafficGenerator  # noqa: E402
+from monitor.transport import ensure_topics  # noqa: E402
+from trainer.config import config_from_dict  # noqa: E402
+from trainer.fit import fit  # noqa: E402
+
+PARTITIONS = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events for the throughput runs")
+    parser.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
+    parser.add_argument("--bootstrap-servers", help="an existing Kafka (default: start the embedded broker)")
+    args = parser.parse_args()
+
+    broker = None if args.bootstrap_servers else EmbeddedBroker().start()
+    servers = args.bootstrap_servers or broker.bootstrap_servers
+    workdir = Path(tempfile.mkdtemp(prefix="anomon-bench-"))
+    run = uuid.uuid4().hex[:8]
+    topics = {"input_topic": f"bench-events-{run}", "alert_topic": f"bench-alerts-{run}",
+              "dead_letter_topic": f"bench-dlq-{run}"}
+    monitor = None
+    try:
+        ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
+        config_path, model_dir, metrics_url = prepare(workdir, servers, topics)
+
+        values = [json.dumps(e).encode() for e in TrafficGenerator(seed=3, anomaly_rate=0.001,
+                                                                   start=datetime.now(timezone.utc)).generate(args.events)]
+        produce_all(servers, topics["input_topic"], values)
+        print(f"{args.events} events of {np.mean([len(v) for v in values]):.0f} bytes on average "
+              f"in {PARTITIONS} partitions of {topics['input_topic']}")
+
+        bare = bare_loop(servers, topics["input_topic"], args.events)
+        print(f"bare kafka-python poll + json.loads: {bare:8.0f} events/s")
+
+        monitor = subprocess.Popen([sys.executable, "-m", "monitor.cli", "monitor", "--config", str(config_path),
+                                    "--model", str(model_dir)], cwd=ROOT, stderr=subprocess.DEVNULL)
+        rate = monitor_rate(metrics_url, args.events, monitor)
+        print(f"anomon monitor, end to end:          {rate:8.0f} events/s  ({rate / bare:.2f}x the bare loop)")
+
+        latencies = latency_run(servers, topics, args.rate, args.seconds)
+        print(f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s, {len(latencies)} alerts:")
+        for column, name in enumerate(("produce→alert received", "produce→detected_at")):
+            p50, p99 = np.percentile(latencies[:, column], [50, 99]) * 1000
+            print(f"  {name:23s} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {latencies[:, column].max() * 1000:6.1f} ms")
+    finally:
+        if monitor is not None:
+            monitor.terminate()
+            monitor.wait(timeout=30)
+        if broker is not None:
+            broker.stop()
+
+
+def prepare(workdir: Path, servers: str, topics: dict[str, str]) -> tuple[Path, Path, str]:
+    """Train a bundle on traffic and write the monitor's config; returns (config, model dir, metrics URL)."""
+    port = free_port()
+    raw = {
+        "fields": TRAFFIC_FIELDS,
+        "key": TRAFFIC_KEY,
+        "model": {"epochs": 10},
+        "kafka": {"bootstrap_servers": servers, "group_id": f"bench-monitor-{uuid.uuid4().hex[:8]}",
+                  "partitions": PARTITIONS, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, **topics},
+        "metrics": {"port": port},
+    }
+    config_path = workdir / "anomon.yaml"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    start = datetime.now(timezone.utc) - timedelta(days=7)
+    # A week of history: the model sees every hour of every weekday (event_time is encoded cyclically).
+    history = TrafficGenerator(seed=1, start=start, events_per_hour=20_000 / 168).generate(20_000)
+    bundle = fit(history, config_from_dict(raw, environ={}), verbose=False)
+    model_dir = workdir / "model"
+    bundle.save(model_dir)
+    return config_path, model_dir, f"http://127.0.0.1:{port}/metrics"
+
+
+def produce_all(servers: str, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, batch_size=256 * 1024)
+    for value in values:
+        producer.send(topic, value)
+    producer.flush()
+    producer.close()
+
+
+def bare_loop(servers: str, topic: str, expected: int) -> float:
+    """events/s of poll + json.loads, timed from the first record to the last."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=servers, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    seen, first, started = 0, 0, None
+    try:
+        while seen < expected:
+            batches = consumer.poll(timeout_ms=200, max_records=500)
+            for records in batches.values():
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+            if started is None and seen:
+                started, first = time.perf_counter(), seen
+        return (seen - first) / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def scored_count(metrics_url: str) -> float:
+    try:
+        body = urllib.request.urlopen(metrics_url, timeout=1).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(v) for v in re.findall(r'^anomon_events_total\{result="\w+"\} (\S+)$', body, re.MULTILINE))
+
+
+def monitor_rate(metrics_url: str, expected: int, process: subprocess.Popen, timeout_s: float = 300) -> float:
+    """events/s of the monitor process, from its first counted batch until it has processed everything."""
+    deadline = time.monotonic() + timeout_s
+    first, started = 0.0, None
+    while time.monotonic() < deadline and process.poll() is None:
+        count = scored_count(metrics_url)
+        if started is None and count:
+            started, first = time.perf_counter(), count
+        if count >= expected:
+            return (count - first) / (time.perf_counter() - started)
+        time.sleep(0.02)
+    raise SystemExit(f"the monitor did not process {expected} events (exit code {process.poll()})")
+
+
+def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: float) -> np.ndarray:
+    """Send traffic with anomalies at `rate`; per alert, seconds from send to arrival and to detection."""
+    marker = uuid.uuid4().hex
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer.assign([TopicPartition(topics["alert_topic"], p) for p in range(PARTITIONS)])
+    consumer.seek_to_beginning()
+    latencies: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def collect() -> None:
+        while not done.is_set():
+            for records in consumer.poll(timeout_ms=50).values():
+                arrived = time.time()
+                for record in records:
+                    alert = json.loads(record.value)
+                    event = alert["event"]
+                    if event.get("run") == marker:
+                        detected = datetime.fromisoformat(alert["detected_at"]).timestamp()
+                        latencies.append((arrived - event["sent_at"], detected - event["sent_at"]))
+
+    reader = threading.Thread(target=collect)
+    reader.start()
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0)
+    events = TrafficGenerator(seed=4, anomaly_rate=0.05, start=datetime.now(timezone.utc)).stream()
+    started, sent = time.perf_counter(), 0
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * rate)
+            while sent < due:  # fixed schedule: late sends catch up, none are skipped
+                event = next(events)
+                event.update(run=marker, sent_at=time.time())
+                producer.send(topics["input_topic"], json.dumps(event).encode())
+                sent += 1
+            time.sleep(0.001)
+        producer.flush()
+        time.sleep(2.0)  # let the last alerts arrive
+    finally:
+        done.set()
+        reader.join()
+        producer.close()
+        consumer.close()
+    if not latencies:
+        raise SystemExit("no alert arrived during the latency run")
+    return np.array(latencies)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Dead-letter records: events the monitor could not score, kept with the reason why.
+
+A dead-letter record carries the original key and bytes as its value, the original headers, and
+context headers in the manner of Kafka Connect's ``errors.deadletterqueue.context.headers``::
+
+    __anomon.errors.reason      invalid_utf8 | invalid_json | not_an_object | missing_required
+                                | wrong_type | non_finite | oversized | processing_error
+    __anomon.errors.message     what exactly was wrong, e.g. "field 'bytes': cannot read 'lots' as a number"
+    __anomon.errors.topic       source topic
+    __anomon.errors.partition   source partition
+    __anomon.errors.offset      source offset
+
+An oversized record cannot be forwarded whole (it would be too large for the dead-letter topic
+too): its value is cut to what fits and ``__anomon.errors.original.size`` gives the full size.
+
+>>> from monitor.transport import Message
+>>> m = Message("events", 2, 41, b"k", b'{"bytes": "lots"}')
+>>> d = dead_letter(m, "wrong_type", "field 'bytes': cannot read 'lots' as a number")
+>>> d.value == m.value, dict(d.headers)["__anomon.errors.offset"]
+(True, b'41')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.transport import Headers, Message
+
+HEADER_PREFIX = "__anomon.errors."
+# Room kept for the record's framing, headers and key when a value is sized to the topic's limit.
+RECORD_OVERHEAD_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record for the dead-letter topic."""
+
+    reason: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def dead_letter(message: Message, reason: str, detail: str, max_message_bytes: int | None = None) -> DeadLetter:
+    """The dead-letter record of `message`; with `max_message_bytes`, its value is cut to fit."""
+    value = message.value or b""
+    context = [
+        (HEADER_PREFIX + "reason", reason.encode()),
+        (HEADER_PREFIX + "message", detail.encode()),
+        (HEADER_PREFIX + "topic", message.topic.encode()),
+        (HEADER_PREFIX + "partition", str(message.partition).encode()),
+        (HEADER_PREFIX + "offset", str(message.offset).encode()),
+    ]
+    key = message.key
+    if max_message_bytes is not None:
+        context.append((HEADER_PREFIX + "original.size", str(len(value)).encode()))
+        room = max(0, max_message_bytes - RECORD_OVERHEAD_BYTES)
+        key = key if key is None or len(key) <= room // 2 else None
+        value = value[: room - len(key or b"")]
+    return DeadLetter(reason, key, value, [*message.headers, *context])

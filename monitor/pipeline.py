@@ -1,0 +1,207 @@
+"""The monitor's batch step, free of Kafka: messages in, alerts and dead letters out.
+
+`BatchScorer.process` decodes a polled batch, encodes and scores every decodable event in one
+forward pass, and returns what to publish (`BatchResult`).  Bad input never raises: each event
+that cannot be scored becomes a `DeadLetter` with one of these reasons:
+
+- ``invalid_utf8``, ``invalid_json`` (also an empty value), ``not_an_object``;
+- ``missing_required``, ``wrong_type`` (a value that cannot be read as the field's type),
+  ``non_finite`` (NaN or infinity, or a value so large its score overflows);
+- ``oversized`` (larger than ``max_message_bytes``);
+- ``processing_error``: scoring raised (a bug): the batch is retried one event at a time so
+  that only the events that fail are set aside.
+
+The bundle sits in the `bundle` attribute and is read once per batch, so it can be swapped
+between batches (e.g. for a newly trained version).
+
+>>> from monitor.transport import Message
+>>> from trainer.config import config_from_dict
+>>> from trainer.fit import fit
+>>> config = config_from_dict({"fields": {"x": "numeric", "c": "categorical"},
+...                            "model": {"epochs": 2}, "threshold": {"method": "max"}}, environ={})
+>>> bundle = fit([{"x": i % 7, "c": "ab"[i % 2]} for i in range(200)], config, verbose=False)
+>>> scorer = BatchScorer(bundle)
+>>> batch = [Message("events", 0, 0, None, b'{"x": 3, "c": "a"}'),
+...          Message("events", 0, 1, None, b'{"x": 1e9, "c": "zz"}'),
+...          Message("events", 0, 2, None, b'{"x": "lots"}')]
+>>> result = scorer.process(batch)
+>>> len(result.scores), [a.alert_id for a in result.alerts], [d.reason for d in result.dead_letters]
+(2, ['events/0/1'], ['wrong_type'])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from monitor.alerts import Alert, AlertBuilder
+from monitor.deadletter import DeadLetter, dead_letter
+from monitor.transport import Message
+from trainer.bundle import Bundle
+from trainer.encoding import parse_times
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced: records to publish and what the metrics need."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the scored events
+    event_lag: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds; empty without event times
+    unknown_fields: int = 0  # fields outside the schema, over all scored events
+
+    @property
+    def scored(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def concat(cls, results: list[BatchResult]) -> BatchResult:
+        return cls(
+            alerts=[a for r in results for a in r.alerts],
+            dead_letters=[d for r in results for d in r.dead_letters],
+            scores=np.concatenate([r.scores for r in results]),
+            event_lag=np.concatenate([r.event_lag for r in results]),
+            unknown_fields=sum(r.unknown_fields for r in results),
+        )
+
+
+class _NonFinite(ValueError):
+    """A NaN/Infinity literal: valid to Python's json module, not JSON, and not a usable value."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(f"non-finite value {name}")
+
+
+class BatchScorer:
+    """Decode, validate and score batches of messages with `bundle`.
+
+    Parameters
+    ----------
+    bundle
+        The model; read once per batch, so assigning a new one takes effect at the next batch.
+    key_field
+        Event field that keys the alerts (config ``key``); None keeps the event's Kafka key.
+    max_message_bytes
+        Larger events are dead-lettered as ``oversized``; also the size limit of what is published.
+    top_contributions
+        Fields listed per alert.
+    clock
+        Wall clock in epoch seconds (for ``detected_at`` and the event lag).
+    """
+
+    def __init__(self, bundle: Bundle, *, key_field: str | None = None, max_message_bytes: int = 1_000_000,
+                 top_contributions: int = 5, clock: Callable[[], float] = time.time) -> None:
+        self.bundle = bundle
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self._alerts = AlertBuilder(key_field=key_field, top_contributions=top_contributions,
+                                    max_message_bytes=max_message_bytes)
+        # One decoder for all batches: json.loads(..., parse_constant=) would build one per call.
+        self._json = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        """Alerts, dead letters and scores of `messages`; never raises for bad input."""
+        try:
+            return self._process(messages)
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the monitor
+            if len(messages) == 1:
+                log.exception("cannot process %s/%s/%s", messages[0].topic, messages[0].partition, messages[0].offset)
+                return BatchResult(dead_letters=[dead_letter(messages[0], "processing_error", repr(exc))])
+            return BatchResult.concat([self.process([m]) for m in messages])
+
+    def _process(self, messages: list[Message]) -> BatchResult:
+        bundle = self.bundle
+        fields = bundle.config.fields
+        result = BatchResult()
+        kept, records = self._decode(messages, result)
+        if not records:
+            return result
+
+        known = {f.name for f in fields}
+        result.unknown_fields = sum(len(r.keys() - known) for r in records)
+        batch = bundle.score(records, strict=True)
+        invalid = list(batch.invalid)
+        self._check_ignored_required(bundle, records, invalid)
+        # A finite value can still overflow the float32 model input: no score to report.
+        overflow = ~np.isfinite(batch.scores)
+        for i in np.flatnonzero(overflow):
+            invalid[i] = invalid[i] or ("non_finite", "score is not finite: a value is out of the model's range")
+        for i, problem in enumerate(invalid):
+            if problem is not None:
+                result.dead_letters.append(dead_letter(kept[i], *problem))
+        valid = np.array([p is None for p in invalid], dtype=bool)
+
+        now = self.clock()
+        time_field = next((f.name for f in fields if f.type == "timestamp"), None)
+        if time_field is not None:
+            event_times = parse_times([r.get(time_field) for r in records])[0]
+            result.event_lag = np.maximum(now - event_times[valid], 0.0)  # clock skew is not negative lag
+        else:
+            event_times = np.array([np.nan if m.timestamp_ms is None else m.timestamp_ms / 1000 for m in kept])
+        result.scores = batch.scores[valid]
+
+        rows = np.flatnonzero(valid & (batch.scores >= bundle.threshold.value))
+        alerts = self._alerts.build(bundle, kept, records, batch, rows, event_times, now) if rows.size else []
+        for row, alert in zip(rows, alerts):
+            if alert is None:
+                result.dead_letters.append(dead_letter(
+                    kept[row], "oversized", f"an alert for this event would exceed {self.max_message_bytes} bytes",
+                    self.max_message_bytes))
+            else:
+                result.alerts.append(alert)
+        return result
+
+    def _decode(self, messages: list[Message], result: BatchResult) -> tuple[list[Message], list[dict[str, Any]]]:
+        """The messages that decode to JSON objects, and those objects; the rest are dead-lettered."""
+        kept, records = [], []
+        limit, decode = self.max_message_bytes, self._json.decode
+        for message in messages:
+            value = message.value
+            if not value:
+                result.dead_letters.append(dead_letter(message, "invalid_json", "empty value"))
+                continue
+            if len(value) > limit:
+                result.dead_letters.append(dead_letter(
+                    message, "oversized", f"{len(value)} bytes, more than max_message_bytes {limit}", limit))
+                continue
+            try:
+                record = decode(value.decode())
+            except UnicodeDecodeError as exc:
+                result.dead_letters.append(dead_letter(message, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
+                continue
+            except _NonFinite as exc:
+                result.dead_letters.append(dead_letter(message, "non_finite", str(exc)))
+                continue
+            except json.JSONDecodeError as exc:
+                result.dead_letters.append(dead_letter(message, "invalid_json", f"{exc.msg} at position {exc.pos}"))
+                continue
+            except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits, deep nesting
+                result.dead_letters.append(dead_letter(message, "invalid_json", str(exc) or type(exc).__name__))
+                continue
+            if record.__class__ is not dict:
+                result.dead_letters.append(dead_letter(
+                    message, "not_an_object", f"a JSON {type(record).__name__}, not an object"))
+                continue
+            kept.append(message)
+            records.append(record)
+        return kept, records
+
+    @staticmethod
+    def _check_ignored_required(bundle: Bundle, records: list[dict[str, Any]],
+                                invalid: list[tuple[str, str] | None]) -> None:
+        """`required` on an `ignore` field (a key, say): the encoder skips those fields, so check here."""
+        for spec in bundle.config.fields:
+            if spec.required and spec.type == "ignore":
+                for i, record in enumerate(records):
+                    if invalid[i] is None and record.get(spec.name) is None:
+                        invalid[i] = ("missing_required", f"field '{spec.name}' is required")
