@@ -58,28 +58,39 @@ class FieldLoss:
     def __init__(self, blocks: list[Block], column_weights: np.ndarray):
         self.blocks = blocks
         width = blocks[-1].stop if blocks else 0
+        squared = np.array([b.loss == "squared" for b in blocks])
         # Column → field membership scaled by the column weight: one matmul sums squared errors.
         membership = np.zeros((width, len(blocks)), dtype=np.float32)
         for j, b in enumerate(blocks):
-            if b.loss == "squared":
+            if squared[j]:
                 membership[b.start : b.stop, j] = column_weights[b.start : b.stop]
         self.membership = torch.from_numpy(membership)
-        self.categorical = [(j, b.start, b.stop) for j, b in enumerate(blocks) if b.loss == "categorical"]
+        self.weights = torch.from_numpy(membership.sum(axis=1))
+        self.categorical = [(b.start, b.stop) for b in blocks if b.loss == "categorical"]
+        # Categorical error k → its field's column, so both parts land in one (n, fields) matrix.
+        self.categorical_membership = torch.from_numpy(np.eye(len(blocks), dtype=np.float32)[~squared])
+
+    def _cross_entropy(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(n, categorical fields) cross-entropy of each one-hot target under the softmax output."""
+        columns = [
+            -(torch.log_softmax(output[:, start:stop], dim=1) * target[:, start:stop]).sum(dim=1)
+            for start, stop in self.categorical
+        ]
+        return torch.stack(columns, dim=1) if columns else output.new_zeros((len(output), 0))
 
     def field_errors(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(n, fields) errors; row sums are the anomaly scores."""
-        errors = ((output - target) ** 2) @ self.membership
-        if self.categorical:
-            columns = [errors[:, j] for j in range(errors.shape[1])]
-            for j, start, stop in self.categorical:
-                log_p = torch.log_softmax(output[:, start:stop], dim=1)
-                columns[j] = -(log_p * target[:, start:stop]).sum(dim=1)
-            errors = torch.stack(columns, dim=1)
-        return errors
+        squared = ((output - target) ** 2) @ self.membership
+        return squared + self._cross_entropy(output, target) @ self.categorical_membership
+
+    def scores(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(n,) anomaly scores, without the per-field split (the training objective)."""
+        squared = ((output - target) ** 2 * self.weights).sum(dim=1)
+        return squared + self._cross_entropy(output, target).sum(dim=1)
 
     def decoded(self, output: torch.Tensor) -> torch.Tensor:
         """The reconstruction on the input's scale: probabilities for categorical slots."""
         decoded = output.clone()
-        for _, start, stop in self.categorical:
+        for start, stop in self.categorical:
             decoded[:, start:stop] = torch.softmax(output[:, start:stop], dim=1)
         return decoded

@@ -58,7 +58,7 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
         history = _train(model, loss, X[split["train"]], X[split["validation"]], config, verbose)
 
     with torch.inference_mode():
-        calibration = loss.field_errors(model(X[split["calibration"]]), X[split["calibration"]]).sum(dim=1)
+        calibration = loss.scores(model(X[split["calibration"]]), X[split["calibration"]])
     t = config.threshold
     threshold = calibrate(calibration.numpy(), t.method, t.target_rate, t.margin, t.tail_fraction)
     training = {
@@ -103,14 +103,14 @@ def _train(model: torch.nn.Module, loss: FieldLoss, train: torch.Tensor, validat
         total = 0.0
         for batch in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
             x = train[batch]
-            batch_loss = loss.field_errors(model(x), x).sum(dim=1).mean()
+            batch_loss = loss.scores(model(x), x).mean()
             optimiser.zero_grad()
             batch_loss.backward()
             optimiser.step()
             total += batch_loss.item() * len(batch)
         model.eval()
         with torch.inference_mode():
-            val_loss = float(loss.field_errors(model(validation), validation).sum(dim=1).mean())
+            val_loss = float(loss.scores(model(validation), validation).mean())
         history.append({"epoch": epoch + 1, "train_loss": total / len(train), "validation_loss": val_loss})
         bar.set_postfix(train=f"{total / len(train):.4f}", validation=f"{val_loss:.4f}")
         if bar.disable:
