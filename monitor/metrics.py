@@ -223,6 +223,9 @@ class MetricsServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> MetricsServer:
+        """Listen and serve from a daemon thread; a no-op when already serving."""
+        if self._server is not None:
+            return self
         try:
             self._server = make_server(self.host, self.requested_port, self._app,
                                        server_class=_Server, handler_class=_QuietHandler)
