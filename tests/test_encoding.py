@@ -154,3 +154,10 @@ def test_large_batch(encoder):
     """A large batch encodes in one call, every record valid."""
     out = encoder.transform(records(10_000))
     assert out.X.shape == (10_000, encoder.width) and all(r is None for r in out.invalid)
+
+
+def test_expected_numbers_stay_inside_the_training_range():
+    enc = Encoder([FieldSpec("rate", "numeric", log=False)]).fit([{"rate": v / 10} for v in range(11)])
+    numeric = enc.encoder_for("rate")
+    recon = np.array([[-5.0, 0.0], [0.5, 0.0], [5.0, 0.0]])
+    assert numeric.expected(recon) == [0.0, pytest.approx(numeric.center_ + 0.5 * numeric.scale_), 1.0]

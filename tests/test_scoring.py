@@ -210,7 +210,7 @@ def square_model(tmp_path_factory):
     """A bundle whose score is exactly x squared: identity scaling and an all-zero decoder output."""
     config = config_from_dict({"fields": {"x": {"type": "numeric", "required": True}, "kind": "ignore"}}, environ={})
     encoder = Encoder(config.fields, config.encoding).fit([{"x": 0.0}, {"x": 1.0}])
-    encoder.load_state({"x": {"log": False, "center": 0.0, "scale": 1.0}})
+    encoder.load_state({"x": {"log": False, "center": 0.0, "scale": 1.0, "range": [-100.0, 100.0]}})
     model = build_autoencoder(encoder.width, [1], "tanh", seed=0)
     with torch.no_grad():
         for parameter in model.parameters():

@@ -29,7 +29,7 @@ import torch
 
 from trainer.autoencoder import FieldLoss, build_autoencoder
 from trainer.config import Config, ConfigError, config_from_dict
-from trainer.encoding import Encoder, VectorEncoder
+from trainer.encoding import Encoder, VectorEncoder, valid_mask
 from trainer.threshold import Threshold
 from trainer.errors import AnomonError
 
@@ -56,6 +56,10 @@ class ScoredBatch:
 
     def __iter__(self):
         return iter((self.scores, self.contributions))
+
+    @property
+    def valid(self) -> np.ndarray:
+        return valid_mask(self.invalid)
 
     def __len__(self) -> int:
         return len(self.scores)

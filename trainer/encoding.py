@@ -53,7 +53,12 @@ class Encoded:
 
     @property
     def valid(self) -> np.ndarray:
-        return np.array([reason is None for reason in self.invalid], dtype=bool)
+        return valid_mask(self.invalid)
+
+
+def valid_mask(invalid: list[tuple[str, str] | None]) -> np.ndarray:
+    """True for the records without a problem."""
+    return np.array([problem is None for problem in invalid], dtype=bool)
 
 
 class _Problems:
@@ -134,6 +139,7 @@ class NumericEncoder:
             spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
         spread = spread if spread > 0 else np.ptp(t)
         self.scale_ = float(spread) if spread > 0 else 1.0
+        self.range_ = [float(x.min()), float(x.max())]
         return self
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
@@ -154,15 +160,16 @@ class NumericEncoder:
             out[:, 1] = missing
 
     def expected(self, recon: np.ndarray) -> list[Any]:
+        """Reconstructed values, kept inside the training range (a rate reads 1.0, never 1.03)."""
         t = recon[:, 0] * self.scale_ + self.center_
-        x = np.expm1(t) if self.log_ else t
+        x = np.clip(np.expm1(t) if self.log_ else t, *self.range_)
         return [round(float(v), 6) for v in x]
 
     def state(self) -> dict[str, Any]:
-        return {"log": self.log_, "center": self.center_, "scale": self.scale_}
+        return {"log": self.log_, "center": self.center_, "scale": self.scale_, "range": self.range_}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.log_, self.center_, self.scale_ = state["log"], state["center"], state["scale"]
+        self.log_, self.center_, self.scale_, self.range_ = state["log"], state["center"], state["scale"], state["range"]
 
 
 def _category_tokens(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:

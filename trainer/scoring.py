@@ -70,7 +70,7 @@ class Chunk:
 
     @property
     def valid(self) -> np.ndarray:
-        return np.array([problem is None for problem in self.batch.invalid], dtype=bool)
+        return self.batch.valid
 
 
 def scored_chunks(bundle: Bundle, path: str | Path, chunk_size: int = CHUNK_SIZE,
