@@ -56,7 +56,7 @@ def score_buckets(threshold: float, bands: dict[str, float] | None = None) -> li
     edges = [threshold * f for f in (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)]
     edges += [v for v in (bands or {}).values() if v > threshold]
     edges.append(max(edges) * 10)
-    return sorted({round(e, 12) for e in edges if e > 0})
+    return sorted({e for e in edges if e > 0})
 
 
 class BatchHistogram(Collector):

@@ -165,7 +165,7 @@ class Monitor:
         self.lag_interval_s = lag_interval_s
         self.ready = False  # connected to Kafka and answering: what /readyz reports
         self.assignment: frozenset[tuple[str, int]] = frozenset()
-        self.totals: Counter[str] = Counter()  # events, scored, alerts, dead_letters, batches
+        self.totals: Counter[str] = Counter()  # events, scored, alerts, dead_letters, batches, disconnects
         self._stop = threading.Event()
         self._failed_probes = 0
         self._next_probe = 0.0
@@ -195,6 +195,7 @@ class Monitor:
                     except TransportError as exc:
                         log.warning("Kafka unavailable: %s; reconnecting", exc)
                         self.ready = False
+                        self.totals["disconnects"] += 1
                         transport.close()
                         transport = None
             finally:
