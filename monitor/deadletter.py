@@ -10,8 +10,8 @@ context headers in the manner of Kafka Connect's ``errors.deadletterqueue.contex
     __anomon.errors.partition   source partition
     __anomon.errors.offset      source offset
 
-An oversized record cannot be forwarded whole (it would be too large for the dead-letter topic
-too): its value is cut to what fits and ``__anomon.errors.original.size`` gives the full size.
+A record too large for the dead-letter topic (an ``oversized`` one, typically) cannot be forwarded
+whole: its value is cut to what fits and ``__anomon.errors.original.size`` gives the full size.
 
 >>> from monitor.transport import Message
 >>> m = Message("events", 2, 41, b"k", b'{"bytes": "lots"}')
@@ -41,8 +41,8 @@ class DeadLetter:
     headers: Headers
 
 
-def dead_letter(message: Message, reason: str, detail: str, max_message_bytes: int | None = None) -> DeadLetter:
-    """The dead-letter record of `message`; with `max_message_bytes`, its value is cut to fit."""
+def dead_letter(message: Message, reason: str, detail: str, max_message_bytes: int = 1_000_000) -> DeadLetter:
+    """The dead-letter record of `message`, its value cut if the record would exceed `max_message_bytes`."""
     value = message.value or b""
     context = [
         (HEADER_PREFIX + "reason", reason.encode()),
@@ -52,9 +52,9 @@ def dead_letter(message: Message, reason: str, detail: str, max_message_bytes: i
         (HEADER_PREFIX + "offset", str(message.offset).encode()),
     ]
     key = message.key
-    if max_message_bytes is not None:
+    room = max(0, max_message_bytes - RECORD_OVERHEAD_BYTES)
+    if len(value) + len(key or b"") > room:
         context.append((HEADER_PREFIX + "original.size", str(len(value)).encode()))
-        room = max(0, max_message_bytes - RECORD_OVERHEAD_BYTES)
         key = key if key is None or len(key) <= room // 2 else None
         value = value[: room - len(key or b"")]
     return DeadLetter(reason, key, value, [*message.headers, *context])

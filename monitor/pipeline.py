@@ -116,7 +116,7 @@ class BatchScorer:
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the monitor
             if len(messages) == 1:
                 log.exception("cannot process %s/%s/%s", messages[0].topic, messages[0].partition, messages[0].offset)
-                return BatchResult(dead_letters=[dead_letter(messages[0], "processing_error", repr(exc))])
+                return BatchResult(dead_letters=[self._dead_letter(messages[0], "processing_error", repr(exc))])
             return BatchResult.concat([self.process([m]) for m in messages])
 
     def _process(self, messages: list[Message]) -> BatchResult:
@@ -138,11 +138,11 @@ class BatchScorer:
             invalid[i] = invalid[i] or ("non_finite", "score is not finite: a value is out of the model's range")
         for i, problem in enumerate(invalid):
             if problem is not None:
-                result.dead_letters.append(dead_letter(kept[i], *problem))
+                result.dead_letters.append(self._dead_letter(kept[i], *problem))
         valid = np.array([p is None for p in invalid], dtype=bool)
 
         now = self.clock()
-        time_field = next((f.name for f in fields if f.type == "timestamp"), None)
+        time_field = bundle.config.timestamp_field
         if time_field is not None:
             event_times = parse_times([r.get(time_field) for r in records])[0]
             result.event_lag = np.maximum(now - event_times[valid], 0.0)  # clock skew is not negative lag
@@ -154,9 +154,8 @@ class BatchScorer:
         alerts = self._alerts.build(bundle, kept, records, batch, rows, event_times, now) if rows.size else []
         for row, alert in zip(rows, alerts):
             if alert is None:
-                result.dead_letters.append(dead_letter(
-                    kept[row], "oversized", f"an alert for this event would exceed {self.max_message_bytes} bytes",
-                    self.max_message_bytes))
+                result.dead_letters.append(self._dead_letter(
+                    kept[row], "oversized", f"an alert for this event would exceed {self.max_message_bytes} bytes"))
             else:
                 result.alerts.append(alert)
         return result
@@ -164,37 +163,37 @@ class BatchScorer:
     def _decode(self, messages: list[Message], result: BatchResult) -> tuple[list[Message], list[dict[str, Any]]]:
         """The messages that decode to JSON objects, and those objects; the rest are dead-lettered."""
         kept, records = [], []
-        limit, decode = self.max_message_bytes, self._json.decode
         for message in messages:
-            value = message.value
-            if not value:
-                result.dead_letters.append(dead_letter(message, "invalid_json", "empty value"))
-                continue
-            if len(value) > limit:
-                result.dead_letters.append(dead_letter(
-                    message, "oversized", f"{len(value)} bytes, more than max_message_bytes {limit}", limit))
-                continue
-            try:
-                record = decode(value.decode())
-            except UnicodeDecodeError as exc:
-                result.dead_letters.append(dead_letter(message, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"))
-                continue
-            except _NonFinite as exc:
-                result.dead_letters.append(dead_letter(message, "non_finite", str(exc)))
-                continue
-            except json.JSONDecodeError as exc:
-                result.dead_letters.append(dead_letter(message, "invalid_json", f"{exc.msg} at position {exc.pos}"))
-                continue
-            except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits, deep nesting
-                result.dead_letters.append(dead_letter(message, "invalid_json", str(exc) or type(exc).__name__))
-                continue
-            if record.__class__ is not dict:
-                result.dead_letters.append(dead_letter(
-                    message, "not_an_object", f"a JSON {type(record).__name__}, not an object"))
-                continue
-            kept.append(message)
-            records.append(record)
+            record = self._parse(message.value)
+            if record.__class__ is dict:
+                kept.append(message)
+                records.append(record)
+            else:
+                result.dead_letters.append(self._dead_letter(message, *record))
         return kept, records
+
+    def _parse(self, value: bytes | None) -> dict[str, Any] | tuple[str, str]:
+        """The JSON object in `value`, or why there is none: (reason, detail)."""
+        if not value:
+            return "invalid_json", "empty value"
+        if len(value) > self.max_message_bytes:
+            return "oversized", f"{len(value)} bytes, more than max_message_bytes {self.max_message_bytes}"
+        try:
+            record = self._json.decode(value.decode())
+        except UnicodeDecodeError as exc:
+            return "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"
+        except _NonFinite as exc:
+            return "non_finite", str(exc)
+        except json.JSONDecodeError as exc:
+            return "invalid_json", f"{exc.msg} at position {exc.pos}"
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits, deep nesting
+            return "invalid_json", str(exc) or type(exc).__name__
+        if record.__class__ is not dict:
+            return "not_an_object", f"a JSON {type(record).__name__}, not an object"
+        return record
+
+    def _dead_letter(self, message: Message, reason: str, detail: str) -> DeadLetter:
+        return dead_letter(message, reason, detail, self.max_message_bytes)
 
     @staticmethod
     def _check_ignored_required(bundle: Bundle, records: list[dict[str, Any]],

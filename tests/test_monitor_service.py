@@ -6,7 +6,6 @@ shutdowns use real subprocesses and real signals.
 
 from __future__ import annotations
 
-import json
 import re
 import select
 import signal
