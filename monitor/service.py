@@ -30,15 +30,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from monitor.metrics import MetricsServer, MonitorMetrics
-from monitor.pipeline import BatchScorer
+from monitor.pipeline import BatchResult, BatchScorer
 from monitor.transport import (
     CommitFailed,
     KafkaPythonTransport,
     Message,
+    Offsets,
     Transport,
     TransportError,
     TransportUnavailable,
@@ -125,6 +127,16 @@ class Backoff:
         self._next = float(self.initial_s)
 
 
+@dataclass
+class _Unsettled:
+    """A processed batch whose records are queued but not yet acknowledged, nor its offsets committed."""
+
+    offsets: Offsets
+    result: BatchResult
+    size: int
+    seconds: float  # processing time so far
+
+
 class Monitor:
     """Scores a Kafka topic of JSON events with a model bundle; at-least-once.
 
@@ -167,6 +179,7 @@ class Monitor:
         self.assignment: frozenset[tuple[str, int]] = frozenset()
         self.totals: Counter[str] = Counter()  # events, scored, alerts, dead_letters, batches, disconnects
         self._stop = threading.Event()
+        self._unsettled: _Unsettled | None = None
         self._failed_probes = 0
         self._next_probe = 0.0
 
@@ -196,14 +209,24 @@ class Monitor:
                         log.warning("Kafka unavailable: %s; reconnecting", exc)
                         self.ready = False
                         self.totals["disconnects"] += 1
+                        self._unsettled = None  # read again after reconnecting
                         transport.close()
                         transport = None
             finally:
                 self.ready = False
                 if transport is not None:
-                    transport.close()
+                    self._close(transport)
                 log.info("stopped: %(events)d events, %(scored)d scored, %(alerts)d alerts, "
                          "%(dead_letters)d dead letters", self.totals)
+
+    def _close(self, transport: Transport) -> None:
+        """Settle the batch in hand (on a clean stop), then close."""
+        try:
+            self._settle(transport)
+        except TransportError as exc:
+            log.warning("%s; the last batch will be delivered again", exc)
+        finally:
+            transport.close()
 
     def _connect(self) -> Transport | None:
         try:
@@ -225,12 +248,15 @@ class Monitor:
         m = self.config.monitor
         messages = transport.poll(max_records=m.max_batch_records, timeout_ms=m.max_wait_ms)
         self.assignment = frozenset(transport.assignment())
+        # The previous batch's alerts were sent while this poll ran: its flush rarely waits now.
+        self._settle(transport)
         if messages:
-            self._process(transport, messages)
+            self._unsettled = self._process(transport, messages)
         if time.monotonic() >= self._next_probe:
             self._probe(transport)
 
-    def _process(self, transport: Transport, messages: list[Message]) -> None:
+    def _process(self, transport: Transport, messages: list[Message]) -> _Unsettled:
+        """Score a batch and queue its alerts and dead letters."""
         started = time.perf_counter()
         result = self.scorer.process(messages)
         k = self.config.kafka
@@ -238,11 +264,20 @@ class Monitor:
             transport.produce(k.alert_topic, alert.value, key=alert.key)
         for letter in result.dead_letters:
             transport.produce(k.dead_letter_topic, letter.value, key=letter.key, headers=letter.headers)
-        if result.alerts or result.dead_letters:
+        return _Unsettled(next_offsets(messages), result, len(messages), time.perf_counter() - started)
+
+    def _settle(self, transport: Transport) -> None:
+        """Flush the records of the processed batch, and only then commit its offsets."""
+        batch, self._unsettled = self._unsettled, None  # whatever happens next, it is never committed twice
+        if batch is None:
+            return
+        started = time.perf_counter()
+        if batch.result.alerts or batch.result.dead_letters:
             transport.flush(self.flush_timeout_s)
-        transport.commit(next_offsets(messages))  # only now: everything the batch produced is acknowledged
-        self.metrics.observe_batch(result, len(messages), time.perf_counter() - started)
-        self.totals.update(events=len(messages), scored=result.scored, alerts=len(result.alerts),
+        transport.commit(batch.offsets)
+        result = batch.result
+        self.metrics.observe_batch(result, batch.size, batch.seconds + time.perf_counter() - started)
+        self.totals.update(events=batch.size, scored=result.scored, alerts=len(result.alerts),
                            dead_letters=len(result.dead_letters), batches=1)
 
     def _probe(self, transport: Transport) -> None:
