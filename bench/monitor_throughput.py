@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -175,27 +176,18 @@ def monitor_rate(metrics_url: str, expected: int, process: subprocess.Popen, tim
 
 
 def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: float) -> np.ndarray:
-    """Send traffic with anomalies at `rate`; per alert, seconds from send to arrival and to detection."""
+    """Send traffic with anomalies at `rate`; per alert, seconds from send to arrival and to detection.
+
+    Alerts are read by a separate process, as a downstream consumer would: sharing this
+    process's interpreter with the sender would add its own waits to the figures.
+    """
     marker = uuid.uuid4().hex
-    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=5)
-    consumer.assign([TopicPartition(topics["alert_topic"], p) for p in range(PARTITIONS)])
-    consumer.seek_to_beginning()
-    latencies: list[tuple[float, float]] = []
-    done = threading.Event()
-
-    def collect() -> None:
-        while not done.is_set():
-            for records in consumer.poll(timeout_ms=50).values():
-                arrived = time.time()
-                for record in records:
-                    alert = json.loads(record.value)
-                    event = alert["event"]
-                    if event.get("run") == marker:
-                        detected = datetime.fromisoformat(alert["detected_at"]).timestamp()
-                        latencies.append((arrived - event["sent_at"], detected - event["sent_at"]))
-
-    reader = threading.Thread(target=collect)
+    context = multiprocessing.get_context("spawn")  # no fork of a process running Kafka client threads
+    results = context.Queue()
+    ready = context.Event()
+    reader = context.Process(target=read_alerts, args=(servers, topics["alert_topic"], marker, ready, results))
     reader.start()
+    ready.wait(60)
     producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0)
     events = TrafficGenerator(seed=SITE_SEED, anomaly_rate=0.05, start=datetime.now(timezone.utc),
                               events_per_hour=rate * 3600).stream()
@@ -210,15 +202,36 @@ def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: floa
                 sent += 1
             time.sleep(0.001)
         producer.flush()
-        time.sleep(2.0)  # let the last alerts arrive
     finally:
-        done.set()
-        reader.join()
         producer.close()
-        consumer.close()
+    latencies = results.get(timeout=60)  # the reader stops 2 s after the last alert
+    reader.join()
     if not latencies:
         raise SystemExit("no alert arrived during the latency run")
     return np.array(latencies)
+
+
+def read_alerts(servers: str, topic: str, marker: str, ready: Any, results: Any, idle_s: float = 2.0) -> None:
+    """(arrival - send, detection - send) of the alerts of events marked `marker`, until idle."""
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    consumer.seek_to_beginning()
+    consumer.poll(timeout_ms=100)
+    ready.set()
+    latencies: list[tuple[float, float]] = []
+    last = time.monotonic()
+    while not latencies or time.monotonic() - last < idle_s:
+        for records in consumer.poll(timeout_ms=50).values():
+            arrived = time.time()
+            for record in records:
+                alert = json.loads(record.value)
+                event = alert["event"]
+                if event.get("run") == marker:
+                    detected = datetime.fromisoformat(alert["detected_at"]).timestamp()
+                    latencies.append((arrived - event["sent_at"], detected - event["sent_at"]))
+                    last = time.monotonic()
+    consumer.close()
+    results.put(latencies)
 
 
 def free_port() -> int:
