@@ -74,7 +74,11 @@ class AlertBuilder:
 
     def build(self, bundle: Bundle, messages: list[Message], records: list[dict[str, Any]], batch: ScoredBatch,
               rows: np.ndarray, event_times: np.ndarray, detected_at: float) -> list[Alert | None]:
-        """One alert per row of `rows`; None where even an alert without its event is too large."""
+        """One alert per row of `rows`; None where even an alert without its event is too large.
+
+        `event_times` holds the events' own times in epoch seconds, NaN where unknown (the Kafka
+        record time is used instead).
+        """
         scores = batch.scores[rows]
         severities = bundle.threshold.severity(scores)
         record_scores = bundle.threshold.record_score(scores)
@@ -87,7 +91,7 @@ class AlertBuilder:
             alert_id = f"{message.topic}/{message.partition}/{message.offset}"
             body = {
                 "alert_id": alert_id,
-                "event_time": iso_time(event_times[row]),
+                "event_time": iso_time(event_times[row] if np.isfinite(event_times[row]) else _kafka_time(message)),
                 "detected_at": detected,
                 "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
                 "score": float(scores[k]),
@@ -117,3 +121,7 @@ class AlertBuilder:
         if value is None:
             return message.key
         return (value if isinstance(value, str) else json.dumps(value)).encode()
+
+
+def _kafka_time(message: Message) -> float | None:
+    return None if message.timestamp_ms is None else message.timestamp_ms / 1000

@@ -148,7 +148,7 @@ class BatchScorer:
             event_times = parse_times([r.get(time_field) for r in records])[0]
             result.event_lag = np.maximum(now - event_times[valid], 0.0)  # clock skew is not negative lag
         else:
-            event_times = np.array([np.nan if m.timestamp_ms is None else m.timestamp_ms / 1000 for m in kept])
+            event_times = np.full(len(records), np.nan)
         result.scores = batch.scores[valid]
 
         rows = np.flatnonzero(valid & (batch.scores >= bundle.threshold.value))

@@ -118,6 +118,14 @@ def test_alert_key_falls_back_to_the_message_key():
         assert alert.key == expected
 
 
+def test_an_event_without_its_own_time_is_dated_by_its_kafka_record():
+    event = live_events(1)[0]
+    event.update(latency_ms=90_000.0, status=504)
+    del event["event_time"]
+    [alert] = BatchScorer(traffic_bundle()).process(messages([json.dumps(event).encode()])).alerts
+    assert json.loads(alert.value)["event_time"] == "2023-11-14T22:13:20.000Z"  # the messages' timestamp
+
+
 def test_an_alert_too_large_for_the_topic_leaves_the_event_out():
     event = live_events(1)[0]
     event.update(latency_ms=90_000.0, status=504, note="x" * 5000)
