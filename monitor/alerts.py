@@ -115,12 +115,17 @@ class AlertBuilder:
         return alerts
 
     def _key(self, record: dict[str, Any], message: Message) -> bytes | None:
-        if self.key_field is None:
-            return message.key
-        value = record.get(self.key_field)
-        if value is None:
-            return message.key
-        return (value if isinstance(value, str) else json.dumps(value)).encode()
+        value = None if self.key_field is None else record.get(self.key_field)
+        return message.key if value is None else key_bytes(value)
+
+
+def key_bytes(value: Any) -> bytes:
+    """A key field's value as a Kafka key: strings as they are, anything else as JSON.
+
+    >>> key_bytes("user7"), key_bytes(42)
+    (b'user7', b'42')
+    """
+    return (value if isinstance(value, str) else json.dumps(value)).encode()
 
 
 def _kafka_time(message: Message) -> float | None:

@@ -31,6 +31,7 @@ from monitor.replay import Replayer
 from monitor.service import Monitor, stop_on_signals
 from monitor.traffic import NORMAL, TrafficGenerator
 from monitor.transport import ensure_topics
+from trainer.bundle import Bundle
 from trainer.config import Config, load_config
 from trainer.fit import fit
 
@@ -111,7 +112,7 @@ class AlertWatcher(threading.Thread):
 
 
 def live_traffic(scoreboard: Scoreboard, stop: threading.Event, rate: float) -> Iterator[dict[str, Any]]:
-    """Traffic at about `rate` events/s of simulated time from now, until `stop`.
+    """Live traffic for sending at `rate` events/s, until `stop`; each event is counted as sent.
 
     The event time is left out: the replayer stamps the send time, as a live source would.
     """
@@ -145,7 +146,7 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _rate(value: float | None) -> str:
+def _ratio(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.2f}"
 
 
@@ -174,7 +175,7 @@ class _Demo:
                 self.say(f"metrics: {server.url}/metrics   (also {server.url}/readyz)")
                 self.stream(config, broker.bootstrap_servers, monitor)
 
-    def train(self, config: Config) -> Any:
+    def train(self, config: Config) -> Bundle:
         # A week of history: every hour of every weekday. A fixed week makes the model (and the
         # demo's figures) the same on every run.
         history = TrafficGenerator(seed=SITE_SEED, start=HISTORY_START,
@@ -249,7 +250,7 @@ class _Demo:
         t = monitor.totals
         return (f"[{time.monotonic() - self.started:5.0f} s] {events_per_s:6.0f} events/s | scored {t['scored']:,} | "
                 f"alerts {t['alerts']:,} | dead letters {t['dead_letters']:,} | "
-                f"precision {_rate(precision)} | recall {_rate(recall)}")
+                f"precision {_ratio(precision)} | recall {_ratio(recall)}")
 
     def drain(self, monitor: Monitor, watcher: AlertWatcher, timeout_s: float = 10.0) -> None:
         """Let the monitor score what was sent and the watcher read its alerts, so the summary is exact."""
@@ -257,7 +258,7 @@ class _Demo:
         deadline = time.monotonic() + timeout_s
         while monitor.totals["events"] < sent and time.monotonic() < deadline:
             time.sleep(0.05)
-        while watcher.scoreboard.snapshot()[2] < monitor.totals["alerts"] and time.monotonic() < deadline:
+        while self.scoreboard.snapshot()[2] < monitor.totals["alerts"] and time.monotonic() < deadline:
             time.sleep(0.05)
         self.show_alerts(watcher)
 
@@ -265,8 +266,8 @@ class _Demo:
         sent, anomalies, alerts, hits = self.scoreboard.snapshot()
         precision, recall = self.scoreboard.precision_recall()
         self.say(f"done: {sent:,} events sent, {monitor.totals['scored']:,} scored, {anomalies} injected anomalies, "
-                 f"{alerts} alerts ({hits} on injected anomalies): precision {_rate(precision)}, "
-                 f"recall {_rate(recall)}")
+                 f"{alerts} alerts ({hits} on injected anomalies): precision {_ratio(precision)}, "
+                 f"recall {_ratio(recall)}")
         for kind, (hit, n) in self.scoreboard.recall_by_kind().items():
             self.say(f"  {kind:<18} {hit:4d} of {n:4d} detected")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,12 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from monitor.alerts import iso_time
+from monitor.alerts import iso_time, key_bytes
+from monitor.service import kafka_security
 from monitor.transport import TransportError, ensure_topics
 from trainer.config import Config, load_config
 from trainer.data import count_lines, iter_records
 from trainer.progress import progress
-
-_SECURITY = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
-             "ssl_cafile", "ssl_certfile", "ssl_keyfile")
-
 
 class Replayer:
     """Sends records to a topic at an optional fixed rate.
@@ -44,7 +41,7 @@ class Replayer:
     """
 
     def __init__(self, config: Config, *, topic: str | None = None, rate: float | None = None,
-                 clock=time.time) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.config = config
@@ -59,8 +56,7 @@ class Replayer:
         if self._time_field is not None and record.get(self._time_field) is None:
             record = {**record, self._time_field: iso_time(self.clock())}
         key = record.get(self.config.key) if self.config.key else None
-        key_bytes = None if key is None else (key if isinstance(key, str) else json.dumps(key)).encode()
-        return key_bytes, json.dumps(record).encode()
+        return (None if key is None else key_bytes(key)), json.dumps(record).encode()
 
     def send(self, producer: KafkaProducer, records: Iterator[dict[str, Any]]) -> int:
         """Send `records` (paced by `rate`) and flush; returns how many were sent (also in `sent`)."""
@@ -84,7 +80,7 @@ def replay_file(config_path: str | Path, data: str | Path, *, topic: str | None 
     config = load_config(config_path)
     replayer = Replayer(config, topic=topic, rate=rate)
     k = config.kafka
-    security = {name: getattr(k, name) for name in _SECURITY if getattr(k, name) is not None}
+    security = kafka_security(k)
     ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=f"{k.client_id}-replay", **security)
     try:
         producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, client_id=f"{k.client_id}-replay",

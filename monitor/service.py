@@ -50,7 +50,7 @@ from monitor.transport import (
     next_offsets,
 )
 from trainer.bundle import Bundle
-from trainer.config import Config, load_config
+from trainer.config import Config, KafkaConfig, load_config
 from trainer.errors import AnomonError
 from trainer.fit import single_thread
 
@@ -70,7 +70,7 @@ def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
     `overrides` are passed to `KafkaPythonTransport` (e.g. ``bootstrap_timeout_ms``).
     """
     k = config.kafka
-    security = {name: getattr(k, name) for name in _SECURITY}
+    security = kafka_security(k)
     ensure_topics(k.bootstrap_servers, {topic: k.partitions for topic in
                                         (k.input_topic, k.alert_topic, k.dead_letter_topic)},
                   client_id=f"{k.client_id}-admin",
@@ -90,6 +90,11 @@ def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
         **overrides,
     }
     return KafkaPythonTransport(**settings)
+
+
+def kafka_security(kafka: KafkaConfig) -> dict[str, Any]:
+    """The security settings of ``config.kafka`` that are set, as kafka-python keyword arguments."""
+    return {name: getattr(kafka, name) for name in _SECURITY if getattr(kafka, name) is not None}
 
 
 def check_fields(config: Config, bundle: Bundle) -> None:
