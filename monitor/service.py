@@ -223,8 +223,9 @@ class Monitor:
                 self.ready = False
                 if transport is not None:
                     self._close(transport)
-                log.info("stopped: %(events)d events, %(scored)d scored, %(alerts)d alerts, "
-                         "%(dead_letters)d dead letters", self.totals)
+                t = self.totals
+                log.info("stopped: %d events, %d scored, %d alerts, %d dead letters",
+                         t["events"], t["scored"], t["alerts"], t["dead_letters"])
 
     def _close(self, transport: Transport) -> None:
         """Settle the batch in hand (on a clean stop), then close."""
