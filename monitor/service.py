@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
 from monitor.transport import (
@@ -171,7 +173,7 @@ class Monitor:
     def __init__(self, config: Config, bundle: Bundle, *,
                  transport_factory: Callable[[], Transport] | None = None,
                  flush_timeout_s: float = 30.0, backoff: Backoff | None = None, lag_interval_s: float = 5.0,
-                 registry: Any = None) -> None:
+                 registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
                                   top_contributions=config.monitor.top_contributions)
@@ -193,10 +195,6 @@ class Monitor:
     def stop(self) -> None:
         """Ask `run` to return after the batch in hand (safe from signal handlers and other threads)."""
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def run(self) -> None:
         """Process batches until `stop`; reconnects by itself whenever Kafka is unreachable."""
