@@ -44,7 +44,6 @@ from monitor.alerts import Alert, AlertBuilder
 from monitor.deadletter import DeadLetter, dead_letter
 from monitor.transport import Message
 from trainer.bundle import Bundle
-from trainer.encoding import parse_times
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +142,8 @@ class BatchScorer:
         valid = np.array([p is None for p in invalid], dtype=bool)
 
         now = self.clock()
-        time_field = bundle.config.timestamp_field
-        if time_field is not None:
-            event_times = parse_times([r.get(time_field) for r in records])[0]
+        event_times = batch.event_times
+        if event_times is not None:
             result.event_lag = np.maximum(now - event_times[valid], 0.0)  # clock skew is not negative lag
         else:
             event_times = np.full(len(records), np.nan)

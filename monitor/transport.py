@@ -48,8 +48,7 @@ Example
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -72,7 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
 
 _SECURITY_KEYS = frozenset({
     "security_protocol",
@@ -119,16 +118,18 @@ class CommitFailed(TransportError):
 # -- data and interface -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Message:
-    """One record read from Kafka, independent of the client library."""
+class Message(NamedTuple):
+    """One record read from Kafka, independent of the client library.
+
+    A named tuple: built once per record on the hot path, where a frozen dataclass costs 4x more.
+    """
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Headers = field(default_factory=list)
+    headers: Headers = ()
     timestamp_ms: int | None = None
 
     def header(self, name: str) -> bytes | None:

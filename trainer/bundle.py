@@ -51,8 +51,9 @@ class ScoredBatch:
 
     scores: np.ndarray
     contributions: np.ndarray
-    reconstruction: np.ndarray
+    output: np.ndarray  # raw decoder output; `Bundle.reconstruction` decodes the rows asked for
     invalid: list[tuple[str, str] | None]
+    event_times: np.ndarray | None = None  # epoch seconds when the schema has a timestamp field
 
     def __iter__(self):
         return iter((self.scores, self.contributions))
@@ -92,19 +93,24 @@ class Bundle:
         """Score records in one forward pass per `batch_size`; see `ScoredBatch`."""
         encoded = self.encoder.transform(records, strict=strict)
         X = torch.from_numpy(encoded.X)
-        errors, decoded = [], []
+        errors, outputs = [], []
         with torch.inference_mode():
             for start in range(0, len(X), batch_size):
                 chunk = X[start : start + batch_size]
                 output = self.model(chunk)
                 errors.append(self.loss.field_errors(output, chunk))
-                decoded.append(self.loss.decoded(output))
+                outputs.append(output)
         width = len(self.field_names)
         contributions = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
-        reconstruction = torch.cat(decoded).numpy() if decoded else np.zeros((0, X.shape[1]), np.float32)
+        output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
         contributions = contributions.astype(np.float64)
         contributions[~encoded.valid] = np.nan
-        return ScoredBatch(contributions.sum(axis=1), contributions, reconstruction, encoded.invalid)
+        return ScoredBatch(contributions.sum(axis=1), contributions, output, encoded.invalid, encoded.event_times)
+
+    def reconstruction(self, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
+        """Reconstructed inputs of `rows` (category slots as probabilities); only rows shown need it."""
+        with torch.inference_mode():
+            return self.loss.decoded(torch.from_numpy(batch.output[rows])).numpy()
 
     def score_samples(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Anomaly scores only (higher is more anomalous), scikit-learn style."""
@@ -117,8 +123,9 @@ class Bundle:
         if rows.size == 0:
             return []
         blocks = self.encoder.blocks
+        reconstruction = self.reconstruction(batch, rows)
         expected = {
-            b.field: self.encoder.encoder_for(b.field).expected(batch.reconstruction[rows, b.start : b.stop])
+            b.field: self.encoder.encoder_for(b.field).expected(reconstruction[:, b.start : b.stop])
             for b in blocks
         }
         explanations = []
@@ -143,7 +150,7 @@ class Bundle:
         if not isinstance(encoder, VectorEncoder):
             raise BundleError(f"bundle: field '{field}' is not a vector field")
         block = next(b for b in self.encoder.blocks if b.field == field)
-        return encoder.reconstruct(batch.reconstruction[rows, block.start : block.stop])
+        return encoder.reconstruct(self.reconstruction(batch, rows)[:, block.start : block.stop])
 
     def save(self, directory: str | Path) -> Path:
         """Write a new version under `directory` and make it CURRENT; returns the version directory."""

@@ -98,7 +98,7 @@ class KafkaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MonitorConfig:
-    max_batch_records: int = 500
+    max_batch_records: int = 2000  # per-batch costs (commit, flush, forward pass) shared by more events
     max_wait_ms: int = 50
     max_message_bytes: int = 1_000_000
     top_contributions: int = 5

@@ -46,10 +46,11 @@ class Block:
 
 @dataclass
 class Encoded:
-    """An encoded batch: `X` (n, width) float32 and, per record, None or (reason, detail)."""
+    """An encoded batch: `X` (n, width) float32, per record None or (reason, detail), event times."""
 
     X: np.ndarray
     invalid: list[tuple[str, str] | None]
+    event_times: np.ndarray | None = None  # epoch seconds of the first timestamp field, NaN if missing
 
     @property
     def valid(self) -> np.ndarray:
@@ -427,14 +428,15 @@ class TimestampEncoder:
     def fit(self, values: list[Any]) -> TimestampEncoder:
         return self
 
-    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
-        t, bad = parse_times(values)
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
+        """Encode into `out`; returns the event times (epoch seconds, NaN where missing)."""
+        seconds, bad = parse_times(values)
         problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a time")
         none = _is_none(values)
         if self.spec.required:
             problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
-        missing = ~np.isfinite(t)
-        t = np.where(missing, 0.0, t)
+        missing = ~np.isfinite(seconds)
+        t = np.where(missing, 0.0, seconds)
         if self.spec.cyclic:
             day = 2 * np.pi * (t % 86400) / 86400
             week = 2 * np.pi * ((t / 86400 + 3) % 7) / 7  # 1970-01-01 was a Thursday: Monday = 0
@@ -442,6 +444,7 @@ class TimestampEncoder:
             out[:, :4] = np.where(missing[:, None], 0.0, features)
         if not self.spec.required:
             out[:, -1] = missing
+        return seconds
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         if not self.spec.cyclic:
@@ -516,10 +519,13 @@ class Encoder:
         n = len(records)
         X = np.zeros((n, self.width), dtype=np.float32)
         problems = _Problems(n)
+        event_times = None
         for e, block in zip(self.encoders_, self.blocks):
             values = [r.get(e.spec.name) for r in records]
-            e.transform(values, X[:, block.start : block.stop], problems, strict)
-        return Encoded(X, problems.invalid)
+            parsed = e.transform(values, X[:, block.start : block.stop], problems, strict)
+            if event_times is None and isinstance(e, TimestampEncoder):
+                event_times = parsed  # parsed once, for the encoding and for the caller (event lag)
+        return Encoded(X, problems.invalid, event_times)
 
     def state(self) -> dict[str, Any]:
         return {e.spec.name: e.state() for e in self.encoders_}
