@@ -51,7 +51,7 @@ from monitor.transport import (
     ensure_topics,
     next_offsets,
 )
-from trainer.bundle import Bundle
+from trainer.bundle import Bundle, anomon_version
 from trainer.config import Config, KafkaConfig, load_config
 from trainer.errors import AnomonError
 from trainer.fit import single_thread
@@ -178,7 +178,7 @@ class Monitor:
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
                                   top_contributions=config.monitor.top_contributions)
         self.metrics = MonitorMetrics(threshold=bundle.threshold.value, bands=bundle.threshold.bands,
-                                      model_version=bundle.version, build_version=build_version(),
+                                      model_version=bundle.version, build_version=anomon_version(),
                                       registry=registry)
         self.transport_factory = transport_factory or (lambda: kafka_transport(config))
         self.flush_timeout_s = flush_timeout_s
@@ -299,16 +299,6 @@ class Monitor:
         self._failed_probes = 0
         self.ready = True
         self.metrics.set_consumer_lag(lag)
-
-
-def build_version() -> str:
-    """The installed anomon version ("unknown" when run from a source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("anomon")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @contextlib.contextmanager

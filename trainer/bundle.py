@@ -173,7 +173,7 @@ class Bundle:
             "config_hash": config_hash,
             "fields": [{"name": f.name, "type": f.type} for f in self.config.fields],
             "libraries": {"python": platform.python_version(), "torch": torch.__version__,
-                          "numpy": np.__version__, "anomon": _anomon_version()},
+                          "numpy": np.__version__, "anomon": anomon_version()},
             "training": self.training,
             "files": {name: _sha256(target / name) for name in _FILES},
         }
@@ -237,7 +237,8 @@ def _layer_sizes(model: torch.nn.Module) -> list[int]:
     return [m.out_features for m in linears[:-1]]
 
 
-def _anomon_version() -> str:
+def anomon_version() -> str:
+    """The installed anomon version ("unknown" when run from a source tree)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -103,7 +103,27 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return x, bad
 
 
-class NumericEncoder:
+class _SquaredFieldEncoder:
+    """Shared by the encoders whose columns are measured by squared error, one weight each."""
+
+    loss = "squared"
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    def column_weights(self) -> np.ndarray:
+        return np.ones(self.width)
+
+
+class _ValueWithIndicator(_SquaredFieldEncoder):
+    """One value column, plus a missing indicator unless the field is `required`."""
+
+    @property
+    def width(self) -> int:
+        return 1 if self.spec.required else 2
+
+
+class NumericEncoder(_ValueWithIndicator):
     """log1p for non-negative fields (heavy tails), then scaling fitted on the training data.
 
     A non-negative field is log-scaled, shifted to start at 0 and divided by its 99th
@@ -111,18 +131,6 @@ class NumericEncoder:
     centred on its median and divided by its 1st-99th percentile range.  Columns: the scaled
     value, and (unless the field is `required`) a missing indicator.
     """
-
-    loss = "squared"
-
-    def __init__(self, spec: FieldSpec):
-        self.spec = spec
-
-    @property
-    def width(self) -> int:
-        return 1 if self.spec.required else 2
-
-    def column_weights(self) -> np.ndarray:
-        return np.ones(self.width)
 
     def fit(self, values: list[Any]) -> NumericEncoder:
         x, _ = _to_float(values)
@@ -248,20 +256,8 @@ TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
 FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
 
 
-class BooleanEncoder:
+class BooleanEncoder(_ValueWithIndicator):
     """0/1 column (true/false, yes/no, 1/0 accepted) and a missing indicator unless required."""
-
-    loss = "squared"
-
-    def __init__(self, spec: FieldSpec):
-        self.spec = spec
-
-    @property
-    def width(self) -> int:
-        return 1 if self.spec.required else 2
-
-    def column_weights(self) -> np.ndarray:
-        return np.ones(self.width)
 
     def _read(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tokens, bad = _category_tokens(values)
@@ -299,17 +295,12 @@ class BooleanEncoder:
         self.impute_ = state["impute"]
 
 
-class VectorEncoder:
+class VectorEncoder(_SquaredFieldEncoder):
     """A fixed-length array of numbers, min-max scaled as a whole (images keep their shape).
 
     Its squared error is averaged over the elements so that a 784-pixel field weighs like
     one field, not like 784.
     """
-
-    loss = "squared"
-
-    def __init__(self, spec: FieldSpec):
-        self.spec = spec
 
     @property
     def width(self) -> int:
@@ -410,20 +401,12 @@ def parse_times(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return x, bad
 
 
-class TimestampEncoder:
+class TimestampEncoder(_SquaredFieldEncoder):
     """Event time; with `cyclic` (default) hour-of-day and day-of-week as sin/cos pairs."""
-
-    loss = "squared"
-
-    def __init__(self, spec: FieldSpec):
-        self.spec = spec
 
     @property
     def width(self) -> int:
         return (4 if self.spec.cyclic else 0) + (0 if self.spec.required else 1)
-
-    def column_weights(self) -> np.ndarray:
-        return np.ones(self.width)
 
     def fit(self, values: list[Any]) -> TimestampEncoder:
         return self
