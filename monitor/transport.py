@@ -330,19 +330,13 @@ class KafkaPythonTransport:
             raise TransportUnavailable(f"poll failed: {exc}") from exc
         except kafka_errors.KafkaError as exc:
             raise TransportError(f"poll failed: {exc}") from exc
-        messages: list[Message] = []
-        for tp in sorted(batches):  # TopicPartition sorts by (topic, partition)
-            for record in batches[tp]:  # already in offset order
-                messages.append(Message(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=list(record.headers or []),
-                    timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
-                ))
-        return messages
+        # Positional construction in one comprehension: this runs once per record.
+        return [
+            Message(r.topic, r.partition, r.offset, r.key, r.value, r.headers or [],
+                    r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
+            for tp in sorted(batches)  # TopicPartition sorts by (topic, partition)
+            for r in batches[tp]  # already in offset order
+        ]
 
     def commit(self, offsets: Offsets) -> None:
         if not offsets:
