@@ -34,6 +34,7 @@ from monitor.transport import ensure_topics
 from trainer.bundle import Bundle
 from trainer.config import Config, load_config
 from trainer.fit import fit
+from trainer.scoring import short_value
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "anomon.yaml"
 TRAINING_EVENTS = 40_000
@@ -134,16 +135,10 @@ def demo_config(servers: str, path: Path = DEMO_CONFIG) -> Config:
 def format_alert(alert: dict[str, Any], fields: int = 3) -> str:
     """One line: severity, key, score, the injected kind, and the top fields with actual vs expected."""
     event = alert.get("event") or {}
-    parts = [f"{c['field']}={_short(c['actual'])} (expected {_short(c['expected'])}, {c['share']:.0%})"
+    parts = [f"{c['field']}={short_value(c['actual'])} (expected {short_value(c['expected'])}, {c['share']:.0%})"
              for c in alert["contributions"][:fields]]
     return (f"  ALERT {alert['severity']:<8} {event.get('user', '?'):<8} score {alert['score']:<8.3g} "
             f"[{event.get('label', '?')}]  " + ", ".join(parts))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _ratio(value: float | None) -> str:

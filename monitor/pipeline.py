@@ -44,6 +44,7 @@ from monitor.alerts import Alert, AlertBuilder
 from monitor.deadletter import DeadLetter, dead_letter
 from monitor.transport import Message
 from trainer.bundle import Bundle
+from trainer.encoding import valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class BatchScorer:
         for i, problem in enumerate(invalid):
             if problem is not None:
                 result.dead_letters.append(self._dead_letter(kept[i], *problem))
-        valid = np.array([p is None for p in invalid], dtype=bool)
+        valid = valid_mask(invalid)
 
         now = self.clock()
         event_times = batch.event_times

@@ -44,6 +44,7 @@ from monitor.transport import (
     CommitFailed,
     KafkaPythonTransport,
     Message,
+    SECURITY_SETTINGS,
     Offsets,
     Transport,
     TransportError,
@@ -57,9 +58,6 @@ from trainer.errors import AnomonError
 from trainer.fit import single_thread
 
 log = logging.getLogger(__name__)
-
-_SECURITY = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
-             "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
 class MonitorError(AnomonError):
@@ -96,7 +94,7 @@ def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
 
 def kafka_security(kafka: KafkaConfig) -> dict[str, Any]:
     """The security settings of ``config.kafka`` that are set, as kafka-python keyword arguments."""
-    return {name: getattr(kafka, name) for name in _SECURITY if getattr(kafka, name) is not None}
+    return {name: getattr(kafka, name) for name in SECURITY_SETTINGS if getattr(kafka, name) is not None}
 
 
 def check_fields(config: Config, bundle: Bundle) -> None:

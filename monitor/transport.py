@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]
 Headers = list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
 
-_SECURITY_KEYS = frozenset({
+# The security settings passed through to kafka-python (the config's kafka.* keys of the same names).
+SECURITY_SETTINGS = (
     "security_protocol",
     "sasl_mechanism",
     "sasl_plain_username",
@@ -81,7 +82,7 @@ _SECURITY_KEYS = frozenset({
     "ssl_cafile",
     "ssl_certfile",
     "ssl_keyfile",
-})
+)
 # Errors that mean "cannot reach / talk to the cluster right now": retry later.
 _UNREACHABLE = (
     kafka_errors.KafkaTimeoutError,
@@ -196,7 +197,7 @@ def next_offsets(messages: Iterable[Message]) -> Offsets:
 
 def _security_config(security: Mapping[str, Any]) -> dict[str, Any]:
     """Security settings to pass to kafka-python: only the ones actually set."""
-    unknown = set(security) - _SECURITY_KEYS
+    unknown = set(security) - set(SECURITY_SETTINGS)
     if unknown:
         raise TypeError(f"unknown security settings: {sorted(unknown)}")
     return {key: value for key, value in security.items() if value is not None}

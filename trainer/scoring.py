@@ -45,7 +45,7 @@ from trainer.evaluation import evaluate
 from trainer.progress import log, progress
 from trainer.threshold import BANDS
 
-__all__ = ["FieldMismatchError", "LabelError", "TopN", "evaluate_file", "format_metrics", "score_file",
+__all__ = ["FieldMismatchError", "LabelError", "TopN", "evaluate_file", "format_metrics", "score_file", "short_value",
            "score_lines", "scored_chunks"]
 
 CHUNK_SIZE = 5_000
@@ -215,10 +215,11 @@ def _format_contribution(c: dict[str, Any]) -> str:
     text = f"{c['field']} {c['share']:.0%}"
     if c["expected"] is None:  # vectors: the picture shows the reconstruction
         return text
-    return f"{text} ({_short(c['actual'])}, expected {_short(c['expected'])})"
+    return f"{text} ({short_value(c['actual'])}, expected {short_value(c['expected'])})"
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A value for a one-line table: floats to 4 significant digits, anything else as text."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
