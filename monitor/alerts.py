@@ -129,4 +129,5 @@ def key_bytes(value: Any) -> bytes:
 
 
 def _kafka_time(message: Message) -> float | None:
-    return None if message.timestamp_ms is None else message.timestamp_ms / 1000
+    timestamp = message.timestamp
+    return None if timestamp is None or timestamp < 0 else timestamp / 1000

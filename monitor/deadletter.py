@@ -13,8 +13,8 @@ context headers in the manner of Kafka Connect's ``errors.deadletterqueue.contex
 A record too large for the dead-letter topic (an ``oversized`` one, typically) cannot be forwarded
 whole: its value is cut to what fits and ``__anomon.errors.original.size`` gives the full size.
 
->>> from monitor.transport import Message
->>> m = Message("events", 2, 41, b"k", b'{"bytes": "lots"}')
+>>> from monitor.transport import Record
+>>> m = Record("events", 2, 41, b"k", b'{"bytes": "lots"}')
 >>> d = dead_letter(m, "wrong_type", "field 'bytes': cannot read 'lots' as a number")
 >>> d.value == m.value, dict(d.headers)["__anomon.errors.offset"]
 (True, b'41')

@@ -14,16 +14,16 @@ that cannot be scored becomes a `DeadLetter` with one of these reasons:
 The bundle sits in the `bundle` attribute and is read once per batch, so it can be swapped
 between batches (e.g. for a newly trained version).
 
->>> from monitor.transport import Message
+>>> from monitor.transport import Record
 >>> from trainer.config import config_from_dict
 >>> from trainer.fit import fit
 >>> config = config_from_dict({"fields": {"x": "numeric", "c": "categorical"},
 ...                            "model": {"epochs": 2}, "threshold": {"method": "max"}}, environ={})
 >>> bundle = fit([{"x": i % 7, "c": "ab"[i % 2]} for i in range(200)], config, verbose=False)
 >>> scorer = BatchScorer(bundle)
->>> batch = [Message("events", 0, 0, None, b'{"x": 3, "c": "a"}'),
-...          Message("events", 0, 1, None, b'{"x": 1e9, "c": "zz"}'),
-...          Message("events", 0, 2, None, b'{"x": "lots"}')]
+>>> batch = [Record("events", 0, 0, None, b'{"x": 3, "c": "a"}'),
+...          Record("events", 0, 1, None, b'{"x": 1e9, "c": "zz"}'),
+...          Record("events", 0, 2, None, b'{"x": "lots"}')]
 >>> result = scorer.process(batch)
 >>> len(result.scores), [a.alert_id for a in result.alerts], [d.reason for d in result.dead_letters]
 (2, ['events/0/1'], ['wrong_type'])
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from monitor.alerts import Alert, AlertBuilder
 from monitor.deadletter import DeadLetter, dead_letter
@@ -163,8 +164,17 @@ class BatchScorer:
     def _decode(self, messages: list[Message], result: BatchResult) -> tuple[list[Message], list[dict[str, Any]]]:
         """The messages that decode to JSON objects, and those objects; the rest are dead-lettered."""
         kept, records = [], []
+        limit = self.max_message_bytes
         for message in messages:
-            record = self._parse(message.value)
+            value = message.value
+            # orjson first, 3x faster than json; it refuses what json reads loosely (NaN, integers
+            # beyond 64 bits, lone surrogates), which `_parse` then reads or says why not.
+            try:
+                record = orjson.loads(value) if value and len(value) <= limit else None
+            except orjson.JSONDecodeError:
+                record = None
+            if record.__class__ is not dict:
+                record = self._parse(value)
             if record.__class__ is dict:
                 kept.append(message)
                 records.append(record)

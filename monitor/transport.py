@@ -58,6 +58,7 @@ from trainer.errors import AnomonError
 
 __all__ = [
     "Message",
+    "Record",
     "Transport",
     "KafkaPythonTransport",
     "ensure_topics",
@@ -119,11 +120,33 @@ class CommitFailed(TransportError):
 # -- data and interface -------------------------------------------------------
 
 
-class Message(NamedTuple):
-    """One record read from Kafka, independent of the client library.
+class Message(Protocol):
+    """One record read from Kafka, as the scoring loop sees it, whatever the client library.
 
-    A named tuple: built once per record on the hot path, where a frozen dataclass costs 4x more.
+    kafka-python's ``ConsumerRecord`` has these attributes already, so `KafkaPythonTransport`
+    hands its records over as they are: a copy per record would cost more than decoding its JSON.
     """
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def timestamp(self) -> int | None:
+        """Milliseconds since the epoch; None or negative when the record has none."""
+        ...
+
+
+class Record(NamedTuple):
+    """A `Message` built by hand: for transports whose client has no record type of its own, and tests."""
 
     topic: str
     partition: int
@@ -131,14 +154,7 @@ class Message(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
-    timestamp_ms: int | None = None
-
-    def header(self, name: str) -> bytes | None:
-        """Value of the last header called ``name``, or ``None``."""
-        for key, value in reversed(self.headers):
-            if key == name:
-                return value
-        return None
+    timestamp: int | None = None
 
 
 @runtime_checkable
@@ -331,13 +347,7 @@ class KafkaPythonTransport:
             raise TransportUnavailable(f"poll failed: {exc}") from exc
         except kafka_errors.KafkaError as exc:
             raise TransportError(f"poll failed: {exc}") from exc
-        # Positional construction in one comprehension: this runs once per record.
-        return [
-            Message(r.topic, r.partition, r.offset, r.key, r.value, r.headers or [],
-                    r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
-            for tp in sorted(batches)  # TopicPartition sorts by (topic, partition)
-            for r in batches[tp]  # already in offset order
-        ]
+        return [r for tp in sorted(batches) for r in batches[tp]]  # partition order, then offset order
 
     def commit(self, offsets: Offsets) -> None:
         if not offsets:

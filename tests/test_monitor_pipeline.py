@@ -12,7 +12,7 @@ from monitor_support import BAD_INPUT, MAX_MESSAGE_BYTES, encode, live_events, t
 from monitor.deadletter import HEADER_PREFIX
 from monitor.pipeline import BatchScorer
 from monitor.service import MonitorError, check_fields
-from monitor.transport import Message
+from monitor.transport import Message, Record
 from trainer.config import config_from_dict
 from trainer.fit import fit
 
@@ -22,7 +22,7 @@ ALERT_KEYS = {"alert_id", "event_time", "detected_at", "source", "score", "thres
 
 
 def messages(values: list[bytes | None], key: bytes | None = b"k") -> list[Message]:
-    return [Message(TOPIC, 0, i, key, v, [("trace", b"t1")], 1_700_000_000_000) for i, v in enumerate(values)]
+    return [Record(TOPIC, 0, i, key, v, [("trace", b"t1")], 1_700_000_000_000) for i, v in enumerate(values)]
 
 
 @pytest.fixture(scope="module")
