@@ -200,12 +200,12 @@ class Transport(Protocol):
 
 
 def next_offsets(messages: Iterable[Message]) -> Offsets:
-    """Offsets to commit after processing ``messages``: last offset + 1 per partition."""
-    offsets: Offsets = {}
-    for message in messages:
-        tp = (message.topic, message.partition)
-        offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
-    return offsets
+    """Offsets to commit after processing ``messages`` (in offset order per partition, as polled).
+
+    >>> next_offsets([Record("t", 0, 5, None, b""), Record("t", 1, 9, None, b""), Record("t", 0, 6, None, b"")])
+    {('t', 0): 7, ('t', 1): 10}
+    """
+    return {(m.topic, m.partition): m.offset + 1 for m in messages}  # the last one of a partition wins
 
 
 # -- kafka-python -------------------------------------------------------------

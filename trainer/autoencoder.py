@@ -69,14 +69,27 @@ class FieldLoss:
         self.categorical = [(b.start, b.stop) for b in blocks if b.loss == "categorical"]
         # Categorical error k → its field's column, so both parts land in one (n, fields) matrix.
         self.categorical_membership = torch.from_numpy(np.eye(len(blocks), dtype=np.float32)[~squared])
+        # All categorical blocks at once: slot columns gathered into (fields, widest) rows, short
+        # rows padded with column `width` (an appended -inf, which adds nothing to a softmax).
+        widest = max((stop - start for start, stop in self.categorical), default=0)
+        slots = np.full((len(self.categorical), widest), width)
+        one_hot = np.zeros((width, len(self.categorical)), dtype=np.float32)  # column → categorical field
+        for k, (start, stop) in enumerate(self.categorical):
+            slots[k, : stop - start] = np.arange(start, stop)
+            one_hot[start:stop, k] = 1.0
+        self.slots = torch.from_numpy(slots)
+        self.slot_membership = torch.from_numpy(one_hot)
 
     def _cross_entropy(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(n, categorical fields) cross-entropy of each one-hot target under the softmax output."""
-        columns = [
-            -(torch.log_softmax(output[:, start:stop], dim=1) * target[:, start:stop]).sum(dim=1)
-            for start, stop in self.categorical
-        ]
-        return torch.stack(columns, dim=1) if columns else output.new_zeros((len(output), 0))
+        """(n, categorical fields) cross-entropy of each one-hot target under the softmax output.
+
+        -Σ t·log_softmax(o) = logsumexp(o)·Σt - Σ t·o, for every field in one pass.
+        """
+        if not self.categorical:
+            return output.new_zeros((len(output), 0))
+        padded = torch.cat([output, output.new_full((len(output), 1), -torch.inf)], dim=1)
+        log_normalizer = torch.logsumexp(padded[:, self.slots], dim=2)
+        return log_normalizer * (target @ self.slot_membership) - (output * target) @ self.slot_membership
 
     def field_errors(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(n, fields) errors; row sums are the anomaly scores."""

@@ -17,6 +17,7 @@ of the records, then numpy does the rest.  Values that cannot be read are report
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -153,16 +154,18 @@ class NumericEncoder(_ValueWithIndicator):
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         x, bad = _to_float(values)
-        none = _is_none(values)
-        non_finite = ~np.isfinite(x) & ~none & ~bad
+        finite = np.isfinite(x)
+        if not finite.all():  # absent (None), NaN/inf, or unreadable
+            none = _is_none(values)
+            if strict:
+                problems.add(~finite & ~none & ~bad, "non_finite", self.spec.name, values,
+                             "field '{field}': non-finite value {value}")
+            if self.spec.required:
+                problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
         if self.log_:
             bad |= x <= -1  # log1p undefined: cannot be scored on the trained scale
         problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a number")
-        if strict:
-            problems.add(non_finite, "non_finite", self.spec.name, values, "field '{field}': non-finite value {value}")
-        missing = ~np.isfinite(x) | bad
-        if self.spec.required:
-            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
+        missing = ~finite | bad
         t = np.log1p(np.where(missing, 0.0, x)) if self.log_ else np.where(missing, 0.0, x)
         out[:, 0] = np.where(missing, 0.0, (t - self.center_) / self.scale_)
         if not self.spec.required:
@@ -181,9 +184,15 @@ class NumericEncoder(_ValueWithIndicator):
         self.log_, self.center_, self.scale_, self.range_ = state["log"], state["center"], state["scale"], state["range"]
 
 
+def _tokens(values: list[Any]) -> list[str | None]:
+    """String tokens of category values; None for values that are not scalars (lists, objects)."""
+    # Strings and integers, the usual values, skip the call: this runs once per value.
+    return [v if v.__class__ is str else str(v) if v.__class__ is int else _token(v) for v in values]
+
+
 def _category_tokens(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """String tokens for category values and a mask of values that are not scalars."""
-    tokens = np.array([v if v.__class__ is str else _token(v) for v in values], dtype=object)
+    tokens = np.array(_tokens(values), dtype=object)
     return tokens, tokens == None  # noqa: E711 - elementwise comparison with the object array
 
 
@@ -230,15 +239,17 @@ class CategoricalEncoder:
         return self
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
-        tokens, bad = _category_tokens(values)
-        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': {value} is not a category value")
-        if self.spec.required:
-            problems.add(tokens == MISSING, "missing_required", self.spec.name, values, "field '{field}' is required")
-        tokens[bad] = OTHER
-        uniques, inverse = np.unique(tokens.astype(str), return_inverse=True)
-        other = len(self.categories_)
-        slots = np.array([self._index.get(u, other) for u in uniques], dtype=np.int64)
-        out[np.arange(len(values)), slots[inverse]] = 1.0
+        tokens = _tokens(values)
+        n = len(tokens)
+        if None in tokens:
+            bad = np.fromiter((t is None for t in tokens), dtype=bool, count=n)
+            problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': {value} is not a category value")
+        if self.spec.required and MISSING in tokens:
+            missing = np.fromiter((t == MISSING for t in tokens), dtype=bool, count=n)
+            problems.add(missing, "missing_required", self.spec.name, values, "field '{field}' is required")
+        # Unseen, rare and unreadable values (None) share the last slot.
+        slots = np.fromiter(map(self._index.get, tokens, repeat(len(self.categories_))), dtype=np.intp, count=n)
+        out[np.arange(n), slots] = 1.0
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         names = [*self.categories_, OTHER]
@@ -254,12 +265,21 @@ class CategoricalEncoder:
 
 TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
 FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
+# The usual boolean values, looked up as they are: 1 true, 0 false, 2 missing.  (True == 1 == 1.0
+# and False == 0 == 0.0 as keys, which read the same as their tokens.)
+_BOOLEAN_CODES = {**dict.fromkeys(TRUE_TOKENS, 1), **dict.fromkeys(FALSE_TOKENS, 0), True: 1, False: 0, None: 2}
 
 
 class BooleanEncoder(_ValueWithIndicator):
     """0/1 column (true/false, yes/no, 1/0 accepted) and a missing indicator unless required."""
 
     def _read(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            codes = np.fromiter(map(_BOOLEAN_CODES.__getitem__, values), dtype=np.int8, count=len(values))
+        except (KeyError, TypeError):  # other spellings ("Yes"), NaN, wrong types: token by token
+            pass
+        else:
+            return codes == 1, codes == 2, np.zeros(len(values), dtype=bool)
         tokens, bad = _category_tokens(values)
         uniques, inverse = np.unique(np.where(bad, "", tokens).astype(str), return_inverse=True)
         lowered = np.char.lower(uniques.astype(str))
@@ -379,23 +399,30 @@ def parse_times(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     >>> parse_times(["1970-01-01T00:01:00Z", 120, None, "soon"])[0].tolist()
     [60.0, 120.0, nan, nan]
     """
-    # ISO dates ("YYYY-MM-..."), the usual case, skip the number parser: failing there costs more than parsing.
-    iso = np.fromiter((v.__class__ is str and len(v) >= 10 and v[4] == v[7] == "-" for v in values),
-                      dtype=bool, count=len(values))
+    # ISO dates ("YYYY-MM-..."), the usual case, skip the number parser: failing there costs more than
+    # parsing.  Kind 2 is UTC ("...Z"), which numpy parses in one C loop (with the Z, it warns).
+    kind = np.fromiter(((2 if v[-1] == "Z" else 1) if v.__class__ is str and len(v) >= 10 and v[4] == v[7] == "-"
+                        else 0 for v in values), dtype=np.int8, count=len(values))
+    iso = kind > 0
     if iso.any():
         x, bad = np.full(len(values), np.nan), iso.copy()
         if not iso.all():
             x[~iso], bad[~iso] = _to_float([v for v, skip in zip(values, iso) if not skip])
+        utc = np.flatnonzero(kind == 2)
+        try:
+            x[utc] = np.array([values[i][:-1] for i in utc], dtype="datetime64[us]").astype(np.int64) / 1e6
+            bad[utc] = False
+        except ValueError:
+            pass  # one of them is not a date: all are parsed one by one below
     else:
         x, bad = _to_float(values)
-    strings = bad & np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
-    for i in np.flatnonzero(strings):
+    for i in np.flatnonzero(bad):
         try:
             stamp = datetime.fromisoformat(values[i])
             if stamp.tzinfo is None:
                 stamp = stamp.replace(tzinfo=timezone.utc)
             x[i], bad[i] = stamp.timestamp(), False
-        except ValueError:
+        except (ValueError, TypeError):  # not a date, or not a string at all
             pass
     x = np.where(x > 1e11, x / 1000.0, x)
     return x, bad
@@ -415,9 +442,8 @@ class TimestampEncoder(_SquaredFieldEncoder):
         """Encode into `out`; returns the event times (epoch seconds, NaN where missing)."""
         seconds, bad = parse_times(values)
         problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a time")
-        none = _is_none(values)
         if self.spec.required:
-            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
+            problems.add(_is_none(values), "missing_required", self.spec.name, values, "field '{field}' is required")
         missing = ~np.isfinite(seconds)
         t = np.where(missing, 0.0, seconds)
         if self.spec.cyclic:
