@@ -1,11 +1,12 @@
 """The streaming monitor: `anomon monitor --config anomon.yaml --model DIR`.
 
 `Monitor.run` is the loop: poll a micro-batch, score it (`BatchScorer`), publish its alerts and
-dead letters, flush, and only then commit the batch's offsets.  The flush and commit wait until
-the next batch has been polled, so that the broker acknowledges the records meanwhile instead of
-the loop waiting for it.  A crash at any point loses nothing: whatever was not committed is read
-again, and its alerts come out again with the same ``alert_id``.  The loop only talks to the
-`Transport` protocol.
+dead letters, and commit the batch's offsets only once the broker has acknowledged all of them.
+The loop does not wait for those acknowledgements: after each poll it commits the batches whose
+records are acknowledged by then (without waiting for the commit either), and only waits when
+`max_unsettled_batches` are outstanding, or when it stops.  A crash at any point loses nothing:
+whatever was not committed is read again, and its alerts come out again with the same
+``alert_id``.  The loop only talks to the `Transport` protocol.
 
 When Kafka cannot be reached the monitor reports not-ready, drops its client, and reconnects
 with exponential backoff (creating missing topics again), while the metrics server keeps
@@ -25,6 +26,7 @@ In a program (or a test), run it in a thread and stop it from another::
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -141,7 +143,7 @@ class _Unsettled:
     offsets: Offsets
     result: BatchResult
     size: int
-    seconds: float  # processing time so far
+    seconds: float  # processing time
 
 
 class Monitor:
@@ -159,6 +161,9 @@ class Monitor:
     flush_timeout_s
         Longest wait for alerts and dead letters to be acknowledged before the batch is given up
         (and read again after reconnecting).
+    max_unsettled_batches
+        Processed batches whose records may be unacknowledged at once; one more, and the loop
+        waits for the broker (so a slow alert topic slows the monitor rather than filling memory).
     backoff
         Delays between reconnection attempts.
     lag_interval_s
@@ -170,8 +175,8 @@ class Monitor:
 
     def __init__(self, config: Config, bundle: Bundle, *,
                  transport_factory: Callable[[], Transport] | None = None,
-                 flush_timeout_s: float = 30.0, backoff: Backoff | None = None, lag_interval_s: float = 5.0,
-                 registry: CollectorRegistry | None = None) -> None:
+                 flush_timeout_s: float = 30.0, max_unsettled_batches: int = 64, backoff: Backoff | None = None,
+                 lag_interval_s: float = 5.0, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
                                   top_contributions=config.monitor.top_contributions)
@@ -180,13 +185,15 @@ class Monitor:
                                       registry=registry)
         self.transport_factory = transport_factory or (lambda: kafka_transport(config))
         self.flush_timeout_s = flush_timeout_s
+        self.max_unsettled_batches = max_unsettled_batches
         self.backoff = backoff or Backoff()
         self.lag_interval_s = lag_interval_s
         self.ready = False  # connected to Kafka and answering: what /readyz reports
         self.assignment: frozenset[tuple[str, int]] = frozenset()
         self.totals: Counter[str] = Counter()  # events, scored, alerts, dead_letters, batches, disconnects
         self._stop = threading.Event()
-        self._unsettled: _Unsettled | None = None
+        self._unsettled: list[_Unsettled] = []  # processed, records not known to be acknowledged
+        self._committed_unconfirmed: Offsets = {}  # committed without waiting: confirmed when stopping
         self._failed_probes = 0
         self._next_probe = 0.0
 
@@ -212,7 +219,8 @@ class Monitor:
                         log.warning("Kafka unavailable: %s; reconnecting", exc)
                         self.ready = False
                         self.totals["disconnects"] += 1
-                        self._unsettled = None  # read again after reconnecting
+                        self._unsettled = []  # read again after reconnecting
+                        self._committed_unconfirmed = {}
                         transport.close()
                         transport = None
             finally:
@@ -224,9 +232,9 @@ class Monitor:
                          t["events"], t["scored"], t["alerts"], t["dead_letters"])
 
     def _close(self, transport: Transport) -> None:
-        """Settle the batch in hand (on a clean stop), then close."""
+        """Settle the batches in hand (on a clean stop), then close."""
         try:
-            self._settle(transport)
+            self._settle(transport, wait=True)
         except TransportError as exc:
             log.warning("%s; the last batch will be delivered again", exc)
         finally:
@@ -252,10 +260,9 @@ class Monitor:
         m = self.config.monitor
         messages = transport.poll(max_records=m.max_batch_records, timeout_ms=m.max_wait_ms)
         self.assignment = frozenset(transport.assignment())
-        # The previous batch's alerts were sent while this poll ran: its flush rarely waits now.
-        self._settle(transport)
+        self._settle(transport)  # the earlier batches' records were acknowledged during the poll, as a rule
         if messages:
-            self._unsettled = self._process(transport, messages)
+            self._unsettled.append(self._process(transport, messages))
         if time.monotonic() >= self._next_probe:
             self._probe(transport)
 
@@ -270,19 +277,33 @@ class Monitor:
             transport.produce(k.dead_letter_topic, letter.value, key=letter.key, headers=letter.headers)
         return _Unsettled(next_offsets(messages), result, len(messages), time.perf_counter() - started)
 
-    def _settle(self, transport: Transport) -> None:
-        """Flush the records of the processed batch, and only then commit its offsets."""
-        batch, self._unsettled = self._unsettled, None  # whatever happens next, it is never committed twice
-        if batch is None:
-            return
-        started = time.perf_counter()
-        if batch.result.alerts or batch.result.dead_letters:
+    def _settle(self, transport: Transport, wait: bool = False) -> None:
+        """Commit the processed batches whose alerts and dead letters are all acknowledged.
+
+        Without `wait`, neither acknowledgements nor the commit are waited for, unless
+        `max_unsettled_batches` are outstanding.  With `wait` (when stopping), everything is
+        flushed and every offset committed since the last confirmed commit is confirmed.
+        """
+        if wait or len(self._unsettled) > self.max_unsettled_batches:
             transport.flush(self.flush_timeout_s)
-        transport.commit(batch.offsets)
-        result = batch.result
-        self.metrics.observe_batch(result, batch.size, batch.seconds + time.perf_counter() - started)
-        self.totals.update(events=batch.size, scored=result.scored, alerts=len(result.alerts),
-                           dead_letters=len(result.dead_letters), batches=1)
+        elif not self._unsettled or transport.pending():
+            return  # nothing to settle, or records still on their way: checked again after the next poll
+        batches, self._unsettled = self._unsettled, []  # whatever happens next, never committed twice
+        offsets: Offsets = {}
+        for batch in batches:
+            offsets.update(batch.offsets)  # later batches have the later offsets
+        if wait:
+            assigned = transport.assignment()
+            unconfirmed = {tp: o for tp, o in self._committed_unconfirmed.items() if tp in assigned}
+            transport.commit({**unconfirmed, **offsets})
+            self._committed_unconfirmed = {}
+        else:
+            transport.commit(offsets, wait=False)
+            self._committed_unconfirmed.update(offsets)
+        for batch in batches:
+            self.metrics.observe_batch(batch.result, batch.size, batch.seconds)
+            self.totals.update(events=batch.size, scored=batch.result.scored, alerts=len(batch.result.alerts),
+                               dead_letters=len(batch.result.dead_letters), batches=1)
 
     def _probe(self, transport: Transport) -> None:
         """Measure the consumer lag; it is also how a silently lost broker shows (polls just return nothing)."""
@@ -323,6 +344,10 @@ def run_monitor(config_path: str | Path, model_dir: str | Path) -> int:
     bundle = Bundle.load(model_dir)
     check_fields(config, bundle)
     monitor = Monitor(config, bundle)
+    # What is loaded by now (torch, the model, the Kafka clients: 200k+ objects) lives as long as
+    # the process. Frozen, it is skipped by full garbage collections, which otherwise take ~100 ms
+    # each: the monitor's worst latencies.
+    gc.freeze()
     with MetricsServer(monitor.metrics.registry, host=config.metrics.host, port=config.metrics.port,
                        ready=lambda: monitor.ready) as server:
         log.info("model %s (threshold %.6g); metrics at %s/metrics", bundle.version, bundle.threshold.value,

@@ -8,9 +8,9 @@ Delivery is at-least-once. The contract that makes it so:
 
 1. ``poll`` a batch and process it, calling ``produce`` for alerts and
    dead-letter records;
-2. ``flush``: it raises `DeliveryFailed` if any of those records was not
-   acknowledged, and then the loop must **not** commit (call ``rewind`` to
-   read the batch again);
+2. ``flush`` (or see ``pending`` reach 0 without waiting): it raises
+   `DeliveryFailed` if any of those records was not acknowledged, and then
+   the loop must **not** commit (call ``rewind`` to read the batch again);
 3. ``commit`` the next offset to read per partition (`next_offsets` computes
    it from the batch).
 
@@ -178,8 +178,16 @@ class Transport(Protocol):
         """Wait for queued records; raise `DeliveryFailed` if any failed."""
         ...
 
-    def commit(self, offsets: Offsets) -> None:
-        """Commit ``{(topic, partition): next offset to read}``."""
+    def pending(self) -> int:
+        """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` if any failed."""
+        ...
+
+    def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
+        """Commit ``{(topic, partition): next offset to read}``.
+
+        With ``wait=False`` the commit is sent and not waited for: if it fails, that is logged,
+        and those records are delivered again unless a later commit covers them.
+        """
         ...
 
     def rewind(self) -> None:
@@ -349,7 +357,7 @@ class KafkaPythonTransport:
             raise TransportError(f"poll failed: {exc}") from exc
         return [r for tp in sorted(batches) for r in batches[tp]]  # partition order, then offset order
 
-    def commit(self, offsets: Offsets) -> None:
+    def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
         if not offsets:
             return
         to_commit = {
@@ -357,7 +365,10 @@ class KafkaPythonTransport:
             for (topic, partition), offset in offsets.items()
         }
         try:
-            self._consumer.commit(to_commit, timeout_ms=self._commit_timeout_ms)
+            if wait:
+                self._consumer.commit(to_commit, timeout_ms=self._commit_timeout_ms)
+            else:  # the response is handled by a later poll
+                self._consumer.commit_async(to_commit, callback=_log_failed_commit)
         except _UNREACHABLE as exc:
             raise TransportUnavailable(f"commit failed: {exc}") from exc
         except kafka_errors.KafkaError as exc:
@@ -427,10 +438,17 @@ class KafkaPythonTransport:
         except kafka_errors.KafkaTimeoutError as exc:
             # Records stay pending: a later flush may still see them succeed.
             raise DeliveryFailed(f"flush timed out with {len(self._pending)} records pending: {exc}") from exc
-        pending, self._pending = self._pending, []
-        failed = [future.exception for future in pending if not future.succeeded()]
+        self.pending()  # every record is done now: raises if one failed
+
+    def pending(self) -> int:
+        done = [future for future in self._pending if future.is_done]
+        if not done:
+            return len(self._pending)
+        self._pending = [future for future in self._pending if not future.is_done]
+        failed = [future.exception for future in done if future.failed()]
         if failed:
-            raise DeliveryFailed(f"{len(failed)} of {len(pending)} records were not delivered: {failed[0]}")
+            raise DeliveryFailed(f"{len(failed)} of {len(done)} records were not delivered: {failed[0]}")
+        return len(self._pending)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -449,6 +467,12 @@ class KafkaPythonTransport:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _log_failed_commit(offsets: Mapping[TopicPartition, OffsetAndMetadata], response: Any) -> None:
+    if isinstance(response, Exception):
+        log.warning("commit of %d partitions failed: %s; their records will be delivered again unless a "
+                    "later commit covers them", len(offsets), response)
 
 
 def _close_producer(producer: KafkaProducer, timeout_s: float) -> None:

@@ -247,7 +247,7 @@ class HangsAtCommit:
         self.transport = transport
     def __getattr__(self, name):
         return getattr(self.transport, name)
-    def commit(self, offsets):
+    def commit(self, offsets, wait=True):
         print("COMMITTING", flush=True)
         time.sleep(3600)
 

@@ -166,6 +166,39 @@ def test_commit_then_new_member_resumes_exactly_at_committed_offset(kafka_broker
     assert sorted(keys_of(resumed)) == sorted(second_batch)  # nothing re-read, nothing lost
 
 
+def test_commit_without_waiting_is_sent_by_the_next_polls(kafka_broker, unique_topic):
+    topic, group = unique_topic("async"), unique_topic("group")
+    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    produce(kafka_broker, topic, [f"a{i}" for i in range(8)])
+
+    with make_transport(kafka_broker, group, topic) as transport:
+        messages = read_until(transport, 8, idle_s=0.3)
+        transport.commit(next_offsets(messages[:5]), wait=False)
+        read_until(transport, 1, timeout_s=1, idle_s=0.3)  # polls: the commit goes out, its answer comes in
+    with make_transport(kafka_broker, group, topic) as transport:
+        resumed = read_until(transport, 3)
+
+    assert keys_of(resumed) == ["a5", "a6", "a7"]
+
+
+def test_pending_counts_records_until_the_broker_acknowledges_them(unique_topic):
+    topic = unique_topic("pending")
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers, {topic: 1})
+        transport = make_transport(broker, unique_topic("group"), topic, close_timeout_s=1)
+        transport.produce(topic, b"acknowledged")
+        deadline = time.monotonic() + 10
+        while transport.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert transport.pending() == 0
+    try:
+        transport.produce(topic, b"never acknowledged")  # metadata is cached: queued, never acknowledged
+        time.sleep(1)
+        assert transport.pending() == 1  # so the monitor never commits past it
+    finally:
+        transport.close()
+
+
 def test_uncommitted_messages_are_redelivered_to_a_new_member(kafka_broker, unique_topic):
     topic, group = unique_topic("redeliver"), unique_topic("group")
     ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
