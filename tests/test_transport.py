@@ -181,24 +181,6 @@ def test_commit_without_waiting_is_sent_by_the_next_polls(kafka_broker, unique_t
     assert keys_of(resumed) == ["a5", "a6", "a7"]
 
 
-def test_pending_counts_records_until_the_broker_acknowledges_them(unique_topic):
-    topic = unique_topic("pending")
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers, {topic: 1})
-        transport = make_transport(broker, unique_topic("group"), topic, close_timeout_s=1)
-        transport.produce(topic, b"acknowledged")
-        deadline = time.monotonic() + 10
-        while transport.pending() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert transport.pending() == 0
-    try:
-        transport.produce(topic, b"never acknowledged")  # metadata is cached: queued, never acknowledged
-        time.sleep(1)
-        assert transport.pending() == 1  # so the monitor never commits past it
-    finally:
-        transport.close()
-
-
 def test_uncommitted_messages_are_redelivered_to_a_new_member(kafka_broker, unique_topic):
     topic, group = unique_topic("redeliver"), unique_topic("group")
     ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
@@ -310,15 +292,20 @@ def test_record_too_large_raises_delivery_failed_at_produce(kafka_broker, unique
         transport.flush(timeout_s=5)  # nothing was queued, so nothing fails here
 
 
-def test_flush_raises_delivery_failed_when_the_broker_is_gone(unique_topic):
+def test_records_for_a_broker_that_is_gone_stay_pending_and_fail_the_flush(unique_topic):
     topic = unique_topic("lost")
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap_servers, {topic: 1})
         transport = make_transport(broker, unique_topic("group"), topic, close_timeout_s=1)
         transport.produce(topic, b"before")
-        transport.flush(timeout_s=10)
+        deadline = time.monotonic() + 10
+        while transport.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert transport.pending() == 0  # acknowledged, seen without a flush
     try:
         transport.produce(topic, b"after")  # metadata is cached: queued, never acknowledged
+        time.sleep(1)
+        assert transport.pending() == 1  # so the monitor never commits past it
         with pytest.raises(DeliveryFailed):
             transport.flush(timeout_s=2)
     finally:
