@@ -133,11 +133,17 @@ def write_config(workdir: Path, servers: str) -> tuple[dict[str, str], Path, str
     return topics, path, f"http://127.0.0.1:{port}/metrics"
 
 
-def report_latency(name: str, latencies: np.ndarray) -> None:
+def report_latency(name: str, latencies: np.ndarray, window_s: float = 5.0) -> None:
+    """p50/p99/max of both latencies, then the received one per `window_s` of the run (it drifts up
+    with the embedded broker's stored batches)."""
     print(f"  {name}, {len(latencies)} alerts:")
     for column, what in enumerate(("produce→alert received", "produce→detected_at")):
         p50, p99 = np.percentile(latencies[:, column], [50, 99]) * 1000
         print(f"    {what:23s} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {latencies[:, column].max() * 1000:6.1f} ms")
+    window = ((latencies[:, 2] - latencies[:, 2].min()) // window_s).astype(int)
+    print("    received, by window:  " + "  ".join(
+        f"{k * window_s:.0f}-{(k + 1) * window_s:.0f} s p50 {np.percentile(latencies[window == k, 0], 50) * 1000:.0f} / "
+        f"p99 {np.percentile(latencies[window == k, 0], 99) * 1000:.0f} ms" for k in np.unique(window)))
 
 
 @contextlib.contextmanager
@@ -275,7 +281,7 @@ def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: floa
 
 
 def read_alerts(servers: str, topic: str, marker: str, ready: Any, results: Any, idle_s: float = 2.0) -> None:
-    """(arrival - send, detection - send) of the alerts of events marked `marker`, until idle."""
+    """(arrival - send, detection - send, send time) of the alerts of events marked `marker`, until idle."""
     consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
                              fetch_max_wait_ms=int(__import__("os").environ.get("RFMW", 5)))
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
@@ -292,7 +298,7 @@ def read_alerts(servers: str, topic: str, marker: str, ready: Any, results: Any,
                 event = alert["event"]
                 if event.get("run") == marker:
                     detected = datetime.fromisoformat(alert["detected_at"]).timestamp()
-                    latencies.append((arrived - event["sent_at"], detected - event["sent_at"]))
+                    latencies.append((arrived - event["sent_at"], detected - event["sent_at"], event["sent_at"]))
                     last = time.monotonic()
     consumer.close()
     results.put(latencies)
