@@ -104,17 +104,21 @@ def stop_process(process: subprocess.Popen) -> None:
 # -- scoring ------------------------------------------------------------------
 
 
-def test_events_in_exactly_the_expected_alerts_out(kafka_broker):
+# 0 unsettled batches: every batch waits for its records to be acknowledged before the next poll.
+@pytest.mark.parametrize("max_unsettled_batches", [64, 0])
+def test_events_in_exactly_the_expected_alerts_out(kafka_broker, max_unsettled_batches):
     servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
     config = make_config(servers)
     events = live_events(600)
     expected, borderline = expected_alerts(bundle, events, config.kafka.input_topic)
     assert len(expected) >= 10
 
-    with running(Monitor(config, bundle)) as monitor:
+    with running(Monitor(config, bundle, max_unsettled_batches=max_unsettled_batches)) as monitor:
         produce(servers, config.kafka.input_topic, encode(events))
         assert wait_for(lambda: monitor.totals["events"] == 600, 30), monitor.totals
         alerts = alerts_of(read_topic(servers, config.kafka.alert_topic, len(expected)))
+    # Stopped: the commits sent without waiting were confirmed.
+    assert committed(servers, config.kafka.group_id) == {p: 600 // PARTITIONS for p in range(PARTITIONS)}
 
     ids = [a["alert_id"] for a in alerts]
     assert len(ids) == len(set(ids))  # each alert once
