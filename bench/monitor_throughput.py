@@ -17,7 +17,7 @@ Prints, from one run:
 The monitor runs as its own process (``anomon monitor``), as in production; its progress is
 read from its metrics endpoint.  Figures only, no pass/fail.
 
-    python bench/monitor_throughput.py [--events 200000] [--repeats 3] [--rate 2000] [--seconds 15]
+    python bench/monitor_throughput.py [--events 200000] [--repeats 3] [--rate 2000] [--seconds 15] [--linger-ms 0]
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (bare loop, then monitor)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
+    parser.add_argument("--linger-ms", type=int, default=0,
+                        help="the latency run's producer batching (0: a record per request, the lowest latency)")
     parser.add_argument("--bootstrap-servers", help="an existing Kafka (default: start the embedded broker)")
     args = parser.parse_args()
 
@@ -93,17 +95,18 @@ def main() -> None:
 
         stop(monitor)
         monitor = None
-        print(f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s, fresh topics each:")
+        print(f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s, producer linger_ms={args.linger_ms}, "
+              "fresh topics each:")
         topics, config_path, _ = write_config(workdir, servers)
         ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
         with bare_relay(servers, topics):
-            report_latency("bare relay", latency_run(servers, topics, args.rate, args.seconds))
+            report_latency("bare relay", latency_run(servers, topics, args.rate, args.seconds, args.linger_ms))
         topics, config_path, metrics_url = write_config(workdir, servers)
         ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
         monitor = start_monitor(config_path, model_dir)
         produce_all(servers, topics["input_topic"], values[:1])
         monitor_rate(metrics_url, 1, monitor)  # joined its group and scoring
-        report_latency("anomon monitor", latency_run(servers, topics, args.rate, args.seconds))
+        report_latency("anomon monitor", latency_run(servers, topics, args.rate, args.seconds, args.linger_ms))
     finally:
         if monitor is not None:
             stop(monitor)
@@ -243,7 +246,7 @@ def monitor_rate(metrics_url: str, expected: int, process: subprocess.Popen, tim
     raise SystemExit(f"the monitor did not process {expected} events (exit code {process.poll()})")
 
 
-def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: float) -> np.ndarray:
+def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: float, linger_ms: int = 0) -> np.ndarray:
     """Send traffic with anomalies at `rate`; per alert, seconds from send to arrival and to detection.
 
     Alerts are read by a separate process, as a downstream consumer would: sharing this
@@ -256,7 +259,7 @@ def latency_run(servers: str, topics: dict[str, str], rate: float, seconds: floa
     reader = context.Process(target=read_alerts, args=(servers, topics["alert_topic"], marker, ready, results))
     reader.start()
     ready.wait(60)
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0)
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=linger_ms)
     # Generated beforehand: on a small machine, generating while sending takes CPU from the monitor.
     events = TrafficGenerator(seed=SITE_SEED, anomaly_rate=0.05, start=datetime.now(timezone.utc),
                               events_per_hour=rate * 3600).generate(int(rate * seconds) + 1)
