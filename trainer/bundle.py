@@ -123,26 +123,26 @@ class Bundle:
         if rows.size == 0:
             return []
         blocks = self.encoder.blocks
+        errors = batch.contributions[rows]
+        orders = np.argsort(-errors, axis=1, kind="stable")[:, :top]
         reconstruction = self.reconstruction(batch, rows)
-        expected = {
-            b.field: self.encoder.encoder_for(b.field).expected(reconstruction[:, b.start : b.stop])
-            for b in blocks
+        expected = {  # only for the fields shown: blocks and encoders are in the same order
+            j: self.encoder.encoders_[j].expected(reconstruction[:, blocks[j].start : blocks[j].stop])
+            for j in np.unique(orders)
         }
-        explanations = []
-        for k, row in enumerate(rows):
-            errors = batch.contributions[row]
-            total = errors.sum()
-            order = np.argsort(-errors, kind="stable")[:top]
-            explanations.append([
+        totals = errors.sum(axis=1)
+        return [
+            [
                 {
                     "field": blocks[j].field,
-                    "share": round(float(errors[j] / total), 4) if total > 0 else 0.0,
+                    "share": round(float(errors[k, j] / totals[k]), 4) if totals[k] > 0 else 0.0,
                     "actual": _jsonable(records[row].get(blocks[j].field)),
-                    "expected": expected[blocks[j].field][k],
+                    "expected": expected[j][k],
                 }
-                for j in order
-            ])
-        return explanations
+                for j in orders[k]
+            ]
+            for k, row in enumerate(rows)
+        ]
 
     def reconstruct_vectors(self, field: str, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
         """Reconstructed values of a `vector` field (e.g. images) on the input's scale."""
