@@ -236,7 +236,7 @@ class Monitor:
         try:
             self._settle(transport, wait=True)
         except TransportError as exc:
-            log.warning("%s; the last batch will be delivered again", exc)
+            log.warning("%s; the batches since the last commit will be delivered again", exc)
         finally:
             transport.close()
 
