@@ -289,11 +289,10 @@ class Monitor:
         elif not self._unsettled or transport.pending():
             return  # nothing to settle, or records still on their way: checked again after the next poll
         batches, self._unsettled = self._unsettled, []  # whatever happens next, never committed twice
-        offsets: Offsets = {}
-        for batch in batches:
-            offsets.update(batch.offsets)  # later batches have the later offsets
+        # Partitions a rebalance gave to another member are theirs to commit: ours could be older.
+        assigned = transport.assignment()
+        offsets = {tp: offset for batch in batches for tp, offset in batch.offsets.items() if tp in assigned}
         if wait:
-            assigned = transport.assignment()
             unconfirmed = {tp: o for tp, o in self._committed_unconfirmed.items() if tp in assigned}
             transport.commit({**unconfirmed, **offsets})
             self._committed_unconfirmed = {}

@@ -236,6 +236,62 @@ def test_two_monitors_in_a_group_split_partitions_and_score_each_event_once(kafk
     assert set(ids) - borderline == expected - borderline
 
 
+class AcknowledgesOnCue:
+    """A real transport whose produced records count as unacknowledged until `acknowledged` is set.
+
+    Until then the monitor keeps every batch unsettled; what it polls and commits is recorded.
+    """
+
+    def __init__(self, transport, acknowledged: threading.Event) -> None:
+        self.transport, self.acknowledged = transport, acknowledged
+        self.polled = 0
+        self.commits: list[tuple[set, dict]] = []  # (assignment when committing, offsets committed)
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+    def poll(self, max_records, timeout_ms):
+        messages = self.transport.poll(max_records, timeout_ms)
+        self.polled += len(messages)
+        return messages
+
+    def pending(self):
+        return self.transport.pending() if self.acknowledged.is_set() else 1
+
+    def commit(self, offsets, *, wait=True):
+        self.commits.append((self.transport.assignment(), dict(offsets)))
+        self.transport.commit(offsets, wait=wait)
+
+
+def test_after_a_rebalance_a_monitor_commits_only_the_partitions_it_still_owns(kafka_broker):
+    servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
+    config = make_config(servers, partitions=4)
+    k = config.kafka
+    events = live_events(200)
+    acknowledged = threading.Event()
+    transports: list[AcknowledgesOnCue] = []
+
+    def transport_factory() -> AcknowledgesOnCue:
+        transports.append(AcknowledgesOnCue(kafka_transport(config), acknowledged))
+        return transports[-1]
+
+    with running(Monitor(config, bundle, transport_factory=transport_factory), partitions=4) as first:
+        produce(servers, k.input_topic, encode(events), partitions=4)
+        assert wait_for(lambda: transports[-1].polled == 200, 30)  # scored, none of it settled
+        with running(Monitor(config, bundle), partitions=None) as second:
+            # The second member takes two partitions and reads them again from the start.
+            assert wait_for(lambda: len(first.assignment) == len(second.assignment) == 2
+                            and second.totals["events"] == 100, 30)
+            acknowledged.set()
+            assert wait_for(lambda: transports[-1].commits, 10)
+            kept = set(first.assignment)
+
+    commits = transports[-1].commits
+    assert all(set(offsets) <= assigned for assigned, offsets in commits)
+    assert set().union(*(offsets for _, offsets in commits)) == kept
+    assert committed(servers, k.group_id) == {p: 50 for p in range(4)}
+
+
 # -- delivery guarantees ---------------------------------------------------------
 
 # Runs the real monitor, but its first commit announces itself and hangs: the test kills it there,
