@@ -102,7 +102,10 @@ class MonitorConfig:
     # kafka-python loop in bench/monitor_throughput.py, 2000 gave 0.66-0.69x.  Batches only fill up
     # when the monitor is behind; at the head of the topic they hold what arrived during one poll.
     max_batch_records: int = 5000
-    max_wait_ms: int = 50
+    # Also the consumer's fetch_max_wait_ms. Kafka answers a waiting fetch as soon as records come;
+    # the embedded broker holds one that found nothing for the whole wait, so on it a shorter wait
+    # is lower latency: 20 gave p99 36 ms where 50 gave 46 ms (bench, batching producer).
+    max_wait_ms: int = 20
     max_message_bytes: int = 1_000_000
     top_contributions: int = 5
 
