@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import re
 import socket
 import statistics
@@ -74,6 +75,7 @@ def main() -> None:
 
     broker = None if args.bootstrap_servers else EmbeddedBroker().start()
     servers = args.bootstrap_servers or broker.bootstrap_servers
+    broker_pid = broker.pid if broker is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="anomon-bench-"))
     monitor = None
     try:
@@ -105,14 +107,17 @@ def main() -> None:
                   "fresh topics each:")
             topics, config_path, _ = write_config(workdir, servers)
             ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
-            with bare_relay(servers, topics):
-                report_latency("bare relay", latency_run(servers, topics, args.rate, args.seconds, linger_ms))
+            with bare_relay(servers, topics) as relay_pid, cpu_used(broker=broker_pid, relay=relay_pid) as cpu:
+                latencies = latency_run(servers, topics, args.rate, args.seconds, linger_ms)
+            report_latency("bare relay", latencies, cpu)
             topics, config_path, metrics_url = write_config(workdir, servers)
             ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
             monitor = start_monitor(config_path, model_dir)
             produce_all(servers, topics["input_topic"], values[:1])
             monitor_rate(metrics_url, 1, monitor)  # joined its group and scoring
-            report_latency("anomon monitor", latency_run(servers, topics, args.rate, args.seconds, linger_ms))
+            with cpu_used(broker=broker_pid, monitor=monitor.pid) as cpu:
+                latencies = latency_run(servers, topics, args.rate, args.seconds, linger_ms)
+            report_latency("anomon monitor", latencies, cpu)
             stop(monitor)
             monitor = None
     finally:
@@ -144,10 +149,11 @@ def write_config(workdir: Path, servers: str) -> tuple[dict[str, str], Path, str
     return topics, path, f"http://127.0.0.1:{port}/metrics"
 
 
-def report_latency(name: str, latencies: np.ndarray, window_s: float = 5.0) -> None:
+def report_latency(name: str, latencies: np.ndarray, cpu: dict[str, float], window_s: float = 5.0) -> None:
     """p50/p99/max of both latencies, then the received one per `window_s` of the run (it drifts up
-    with the embedded broker's stored batches)."""
-    print(f"  {name}, {len(latencies)} alerts:")
+    with the embedded broker's stored batches), and the CPU the processes used meanwhile."""
+    print(f"  {name}, {len(latencies)} alerts; CPU seconds during the run: "
+          + ", ".join(f"{process} {seconds:.1f}" for process, seconds in cpu.items()))
     for column, what in enumerate(("produce→alert received", "produce→detected_at")):
         p50, p99 = np.percentile(latencies[:, column], [50, 99]) * 1000
         print(f"    {what:23s} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {latencies[:, column].max() * 1000:6.1f} ms")
@@ -158,8 +164,24 @@ def report_latency(name: str, latencies: np.ndarray, window_s: float = 5.0) -> N
 
 
 @contextlib.contextmanager
-def bare_relay(servers: str, topics: dict[str, str]) -> Iterator[None]:
-    """A process forwarding the injected anomalies of the input topic to the alert topic, once in its group."""
+def cpu_used(**pids: int | None) -> Iterator[dict[str, float]]:
+    """CPU seconds (user + system) each named process uses inside the block, filled in at its end."""
+    used: dict[str, float] = {}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+    yield used
+    used.update({name: cpu_seconds(pids[name]) - seconds for name, seconds in before.items()})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux: /proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def bare_relay(servers: str, topics: dict[str, str]) -> Iterator[int]:
+    """A process forwarding the injected anomalies of the input topic to the alert topic, once in its
+    group; yields its pid."""
     context = multiprocessing.get_context("spawn")
     ready, done = context.Event(), context.Event()
     relay = context.Process(target=relay_anomalies, args=(servers, topics, ready, done))
@@ -167,7 +189,7 @@ def bare_relay(servers: str, topics: dict[str, str]) -> Iterator[None]:
     try:
         if not ready.wait(60):
             raise SystemExit("the bare relay did not join its group")
-        yield
+        yield relay.pid
     finally:
         done.set()
         relay.join(30)
