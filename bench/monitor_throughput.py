@@ -95,6 +95,9 @@ def main() -> None:
             bare = bare_loop(servers, topics["input_topic"], len(values))
             monitor = start_monitor(config_path, model_dir)
             rate = monitor_rate(metrics_url, len(values), monitor)
+            if not rate:  # timed from the first scrape that counts events, so it needs several
+                raise SystemExit(f"the monitor had processed all {len(values)} events when first seen: too few to "
+                                 "time (raise --events)")
             ratios.append(rate / bare)
             print(f"run {run}: bare kafka-python poll + json.loads {bare:7.0f} events/s, "
                   f"anomon monitor end to end {rate:7.0f} events/s: {rate / bare:.2f}x")
