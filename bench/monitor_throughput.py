@@ -87,14 +87,13 @@ def main() -> None:
               f"{PARTITIONS} partitions; demo model ({model_dir})")
         ratios = []
         for run in range(1, args.repeats + 1):  # --repeats 0: the latency runs alone
-            if monitor is not None:
-                stop(monitor)
-            topics, config_path, metrics_url = write_config(workdir, servers)
-            ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
+            topics, config_path, metrics_url = fresh_topics(workdir, servers)
             produce_all(servers, topics["input_topic"], values)
             bare = bare_loop(servers, topics["input_topic"], len(values))
             monitor = start_monitor(config_path, model_dir)
             rate = monitor_rate(metrics_url, len(values), monitor)
+            stop(monitor)
+            monitor = None
             if not rate:  # timed from the first scrape that counts events, so it needs several
                 raise SystemExit(f"the monitor had processed all {len(values)} events when first seen: too few to "
                                  "time (raise --events)")
@@ -103,18 +102,14 @@ def main() -> None:
                   f"anomon monitor end to end {rate:7.0f} events/s: {rate / bare:.2f}x")
         if ratios:
             print(f"monitor / bare loop, median of {args.repeats}: {statistics.median(ratios):.2f}x")
-            stop(monitor)
-            monitor = None
         for linger_ms in args.linger_ms:
             print(f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s, producer linger_ms={linger_ms}, "
                   "fresh topics each:")
-            topics, config_path, _ = write_config(workdir, servers)
-            ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
+            topics, _, _ = fresh_topics(workdir, servers)
             with bare_relay(servers, topics) as relay_pid, cpu_used(broker=broker_pid, relay=relay_pid) as cpu:
                 latencies = latency_run(servers, topics, args.rate, args.seconds, linger_ms)
             report_latency("bare relay", latencies, cpu)
-            topics, config_path, metrics_url = write_config(workdir, servers)
-            ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
+            topics, config_path, metrics_url = fresh_topics(workdir, servers)
             monitor = start_monitor(config_path, model_dir)
             produce_all(servers, topics["input_topic"], values[:1])
             monitor_rate(metrics_url, 1, monitor)  # joined its group and scoring
@@ -139,11 +134,13 @@ def train(workdir: Path) -> Path:
     return workdir / "model"
 
 
-def write_config(workdir: Path, servers: str) -> tuple[dict[str, str], Path, str]:
-    """The demo config with fresh topics and group; returns (topics, config path, metrics URL)."""
+def fresh_topics(workdir: Path, servers: str) -> tuple[dict[str, str], Path, str]:
+    """Create fresh topics and write the demo config for them and a fresh group; returns
+    (topics, config path, metrics URL)."""
     run, port = uuid.uuid4().hex[:8], free_port()
     topics = {"input_topic": f"bench-events-{run}", "alert_topic": f"bench-alerts-{run}",
               "dead_letter_topic": f"bench-dlq-{run}"}
+    ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["kafka"].update(bootstrap_servers=servers, group_id=f"bench-{run}", partitions=PARTITIONS, **topics)
     raw["metrics"] = {"port": port}
