@@ -8,6 +8,7 @@ reading a little longer to catch duplicates. Group joins take
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -377,6 +378,13 @@ def test_next_offsets_is_last_offset_plus_one_per_partition():
     batch = [message(0, 5), message(1, 9), message(0, 6), message(1, 10)]
     assert next_offsets(batch) == {("t", 0): 7, ("t", 1): 11}
     assert next_offsets([]) == {}
+
+
+def test_transport_contract_module_imports_no_kafka_client():
+    tree = ast.parse((REPO_ROOT / "monitor" / "transport" / "base.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert {name.split(".")[0] for name in imported} <= {"__future__", "typing", "trainer"}
 
 
 def test_serve_forever_prints_address_and_stops_cleanly_on_sigterm():

@@ -1,24 +1,4 @@
-"""The monitor's view of Kafka: read a batch, write results, commit.
-
-The scoring loop only talks to the `Transport` protocol, so another client
-(librdkafka via confluent-kafka, say) can be added next to
-`KafkaPythonTransport` without touching it.
-
-Delivery is at-least-once. The contract that makes it so:
-
-1. ``poll`` a batch and process it, calling ``produce`` for alerts and
-   dead-letter records;
-2. ``flush`` (or see ``pending`` reach 0 without waiting): it raises
-   `DeliveryFailed` if any of those records was not acknowledged, and then
-   the loop must **not** commit (call ``rewind`` to read the batch again);
-3. ``commit`` the next offset to read per partition (`next_offsets` computes
-   it from the batch).
-
-A broker that cannot be reached shows up as `TransportUnavailable`, which
-the loop catches and retries with backoff.
-
-Example
--------
+"""`Transport` on kafka-python, and topic creation with its admin client.
 
 >>> from monitor.broker import EmbeddedBroker
 >>> from monitor.transport import KafkaPythonTransport, ensure_topics, next_offsets
@@ -42,48 +22,32 @@ Example
 ['alerts', 'events']
 >>> batch[0].key, batch[0].value, batch[0].offset
 (b'sensor-1', b'{"x": 1}', 0)
-
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Mapping
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from trainer.errors import AnomonError
+from monitor.transport.base import (
+    SECURITY_SETTINGS,
+    CommitFailed,
+    DeliveryFailed,
+    Headers,
+    Message,
+    Offsets,
+    TransportError,
+    TransportUnavailable,
+)
 
-__all__ = [
-    "Message",
-    "Record",
-    "Transport",
-    "KafkaPythonTransport",
-    "ensure_topics",
-    "next_offsets",
-    "TransportError",
-    "TransportUnavailable",
-    "DeliveryFailed",
-    "CommitFailed",
-]
+__all__ = ["KafkaPythonTransport", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
-Offsets = dict[tuple[str, int], int]
-Headers = list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
-
-# The security settings passed through to kafka-python (the config's kafka.* keys of the same names).
-SECURITY_SETTINGS = (
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_cafile",
-    "ssl_certfile",
-    "ssl_keyfile",
-)
 # Errors that mean "cannot reach / talk to the cluster right now": retry later.
 _UNREACHABLE = (
     kafka_errors.KafkaTimeoutError,
@@ -92,131 +56,6 @@ _UNREACHABLE = (
     kafka_errors.BrokerNotAvailableError,
     OSError,
 )
-
-
-# -- errors -------------------------------------------------------------------
-
-
-class TransportError(AnomonError):
-    """Base class of every error the transport raises on purpose."""
-
-
-class TransportUnavailable(TransportError):
-    """The broker cannot be reached. Transient: retry with backoff."""
-
-
-class DeliveryFailed(TransportError):
-    """One or more produced records were not acknowledged. Do not commit."""
-
-
-class CommitFailed(TransportError):
-    """Offsets were not committed (e.g. the group rebalanced meanwhile).
-
-    Records since the last successful commit will be delivered again, to this
-    member or to whichever member owns the partition now.
-    """
-
-
-# -- data and interface -------------------------------------------------------
-
-
-class Message(Protocol):
-    """One record read from Kafka, as the scoring loop sees it, whatever the client library.
-
-    kafka-python's ``ConsumerRecord`` has these attributes already, so `KafkaPythonTransport`
-    hands its records over as they are: a copy per record would cost more than decoding its JSON.
-    """
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
-    @property
-    def timestamp(self) -> int | None:
-        """Milliseconds since the epoch; None or negative when the record has none."""
-        ...
-
-
-class Record(NamedTuple):
-    """A `Message` built by hand: for transports whose client has no record type of its own, and tests."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
-    timestamp: int | None = None
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """What the monitor loop needs from a Kafka client. One thread per instance."""
-
-    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
-        """Up to ``max_records`` messages, in partition then offset order.
-
-        Waits at most ``timeout_ms`` (longer only while joining the group).
-        """
-        ...
-
-    def produce(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
-    ) -> None:
-        """Queue a record. Raises `DeliveryFailed` if it cannot even be queued."""
-        ...
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        """Wait for queued records; raise `DeliveryFailed` if any failed."""
-        ...
-
-    def pending(self) -> int:
-        """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` if any failed."""
-        ...
-
-    def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
-        """Commit ``{(topic, partition): next offset to read}``.
-
-        With ``wait=False`` the commit is sent and not waited for: if it fails, that is logged,
-        and those records are delivered again unless a later commit covers them.
-        """
-        ...
-
-    def rewind(self) -> None:
-        """Go back to the last committed offsets on every assigned partition."""
-        ...
-
-    def lag(self) -> dict[int, int]:
-        """Records not yet read per input partition (best effort, may be empty)."""
-        ...
-
-    def assignment(self) -> set[tuple[str, int]]:
-        """``(topic, partition)`` pairs currently assigned to this member."""
-        ...
-
-    def close(self) -> None:
-        """Leave the group and release connections. Does not commit."""
-        ...
-
-
-def next_offsets(messages: Iterable[Message]) -> Offsets:
-    """Offsets to commit after processing ``messages`` (in offset order per partition, as polled).
-
-    >>> next_offsets([Record("t", 0, 5, None, b""), Record("t", 1, 9, None, b""), Record("t", 0, 6, None, b"")])
-    {('t', 0): 7, ('t', 1): 10}
-    """
-    return {(m.topic, m.partition): m.offset + 1 for m in messages}  # the last one of a partition wins
-
-
-# -- kafka-python -------------------------------------------------------------
 
 
 def _security_config(security: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""The transport contract, independent of any Kafka client library: this module imports none.
+
+The scoring loop only talks to the `Transport` protocol, so a client library is one module beside
+this one (`monitor.transport.kafka_python`, ...) and the loop does not change with it.
+
+Delivery is at-least-once. The contract that makes it so:
+
+1. ``poll`` a batch and process it, calling ``produce`` for alerts and
+   dead-letter records;
+2. ``flush`` (or see ``pending`` reach 0 without waiting): it raises
+   `DeliveryFailed` if any of those records was not acknowledged, and then
+   the loop must **not** commit (call ``rewind`` to read the batch again);
+3. ``commit`` the next offset to read per partition (`next_offsets` computes
+   it from the batch).
+
+A broker that cannot be reached shows up as `TransportUnavailable`, which
+the loop catches and retries with backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Protocol, runtime_checkable
+
+from trainer.errors import AnomonError
+
+__all__ = [
+    "Offsets",
+    "Headers",
+    "SECURITY_SETTINGS",
+    "Message",
+    "Record",
+    "Transport",
+    "next_offsets",
+    "TransportError",
+    "TransportUnavailable",
+    "DeliveryFailed",
+    "CommitFailed",
+]
+
+Offsets = dict[tuple[str, int], int]
+Headers = list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+
+# The security settings a transport takes (the config's kafka.* keys of the same names, which are
+# kafka-python's names; other clients map them to their own).
+SECURITY_SETTINGS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+
+
+# -- errors -------------------------------------------------------------------
+
+
+class TransportError(AnomonError):
+    """Base class of every error the transport raises on purpose."""
+
+
+class TransportUnavailable(TransportError):
+    """The broker cannot be reached. Transient: retry with backoff."""
+
+
+class DeliveryFailed(TransportError):
+    """One or more produced records were not acknowledged. Do not commit."""
+
+
+class CommitFailed(TransportError):
+    """Offsets were not committed (e.g. the group rebalanced meanwhile).
+
+    Records since the last successful commit will be delivered again, to this
+    member or to whichever member owns the partition now.
+    """
+
+
+# -- data and interface -------------------------------------------------------
+
+
+class Message(Protocol):
+    """One record read from Kafka, as the scoring loop sees it, whatever the client library.
+
+    kafka-python's ``ConsumerRecord`` has these attributes already, so `KafkaPythonTransport`
+    hands its records over as they are: a copy per record would cost more than decoding its JSON.
+    """
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def timestamp(self) -> int | None:
+        """Milliseconds since the epoch; None or negative when the record has none."""
+        ...
+
+
+class Record(NamedTuple):
+    """A `Message` built by hand: for transports whose client has no record type of its own, and tests."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp: int | None = None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the monitor loop needs from a Kafka client. One thread per instance."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
+        """Up to ``max_records`` messages, in partition then offset order.
+
+        Waits at most ``timeout_ms`` (longer only while joining the group).
+        """
+        ...
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        """Queue a record. Raises `DeliveryFailed` if it cannot even be queued."""
+        ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait for queued records; raise `DeliveryFailed` if any failed."""
+        ...
+
+    def pending(self) -> int:
+        """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` if any failed."""
+        ...
+
+    def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
+        """Commit ``{(topic, partition): next offset to read}``.
+
+        With ``wait=False`` the commit is sent and not waited for: if it fails, that is logged,
+        and those records are delivered again unless a later commit covers them.
+        """
+        ...
+
+    def rewind(self) -> None:
+        """Go back to the last committed offsets on every assigned partition."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Records not yet read per input partition (best effort, may be empty)."""
+        ...
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """``(topic, partition)`` pairs currently assigned to this member."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release connections. Does not commit."""
+        ...
+
+
+def next_offsets(messages: Iterable[Message]) -> Offsets:
+    """Offsets to commit after processing ``messages`` (in offset order per partition, as polled).
+
+    >>> next_offsets([Record("t", 0, 5, None, b""), Record("t", 1, 9, None, b""), Record("t", 0, 6, None, b"")])
+    {('t', 0): 7, ('t', 1): 10}
+    """
+    return {(m.topic, m.partition): m.offset + 1 for m in messages}  # the last one of a partition wins
