@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
+import lzma
 import math
 import os
+import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -33,6 +36,8 @@ __all__ = [
     "read_mnist_idx",
     "mnist_records",
     "write_jsonl",
+    "read_adbench",
+    "read_arff",
 ]
 
 SHARED_DATA: Path = Path(
@@ -291,3 +296,52 @@ def write_jsonl(records: Iterable[Mapping], path: str | os.PathLike) -> int:
             file.write(json.dumps(record, separators=(",", ":")) + "\n")
             count += 1
     return count
+
+
+def read_adbench(path: str | os.PathLike) -> tuple[list[dict], np.ndarray]:
+    """Read an ADBench ``.npz`` set (``X`` floats, ``y`` 0/1) as records ``f0..fN`` and labels.
+
+    Examples
+    --------
+    >>> records, y = read_adbench(SHARED_DATA / "benchmark" / "adbench" / "29_Pima.npz")
+    >>> len(records), len(records[0]), sorted(records[0])[:3], int(y.sum())
+    (768, 8, ['f0', 'f1', 'f2'], 268)
+    """
+    with np.load(path, allow_pickle=False) as data:
+        X, y = np.asarray(data["X"], dtype=float), np.asarray(data["y"]).astype(bool)
+    names = [f"f{j}" for j in range(X.shape[1])]
+    return [dict(zip(names, row)) for row in X.tolist()], y
+
+
+def read_arff(path: str | os.PathLike) -> tuple[list[str], list[list[str | None]]]:
+    """Read a dense ARFF file (or the one member of a ``.tar.xz``): attribute names and string rows.
+
+    Values stay strings (``?`` is None); ``@attribute name{a,b}`` without a space is accepted.
+
+    Examples
+    --------
+    >>> names, rows = read_arff(SHARED_DATA / "benchmark" / "pang" / "Reuters-corn-100.arff")
+    >>> len(names), names[-1], len(rows), rows[0][-1]
+    (101, 'corn', 12897, 'no')
+    """
+    path = Path(path)
+    if path.name.endswith(".tar.xz"):
+        with tarfile.open(fileobj=io.BytesIO(lzma.decompress(path.read_bytes()))) as archive:
+            member = next(m for m in archive.getmembers() if m.isfile())
+            text = archive.extractfile(member).read().decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    lines = iter(text.splitlines())
+    names = []
+    for line in lines:
+        head = line.strip()
+        if head.lower().startswith("@attribute"):
+            names.append(head[len("@attribute"):].strip().split("{")[0].split()[0].strip("'\""))
+        elif head.lower().startswith("@data"):
+            break
+    rows = [[None if v.strip() == "?" else v.strip().strip("'\"") for v in row]
+            for row in csv.reader(line for line in lines if line.strip() and not line.startswith("%"))]
+    bad = next((i for i, row in enumerate(rows) if len(row) != len(names)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: data row {bad + 1} has {len(rows[bad])} values, expected {len(names)}")
+    return names, rows
