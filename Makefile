@@ -18,6 +18,7 @@ demo: .stamp-install
 	$(BIN)/anomon demo
 
 test: .stamp-install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: .stamp-install

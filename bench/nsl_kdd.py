@@ -62,7 +62,7 @@ def _anomon(normal: list[dict], test: list[dict], y: np.ndarray, seed: int) -> t
     started = time.perf_counter()
     bundle = fit(normal, config, verbose=False)
     seconds = time.perf_counter() - started
-    scores = bundle.score_samples(test)
+    scores = bundle.anomaly_scores(test)
     return roc_auc(y, scores), pr_auc(y, scores), seconds
 
 

@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     m = totals["mean_roc_auc"]
     print(f"\nmean ROC-AUC over {totals['sets']} benchmark sets: anomon {m['anomon']:.4f}, "
           f"IForest {m['iforest']:.4f}, HST {m['hst']:.4f}; anomon at or above max(IForest, HST) - {TOLERANCE} "
-          f"on {totals['wins']}/{totals['sets']}" + (f" (losses: {', '.join(totals['losses'])})" if totals["losses"] else ""))
+          f"on {totals['wins']}/{totals['sets']}"
+          + (f" (losses: {', '.join(totals['losses'])})" if totals["losses"] else ""))
     p = totals["mean_pr_auc"]
     print(f"mean PR-AUC: anomon {p['anomon']:.4f}, IForest {p['iforest']:.4f}, HST {p['hst']:.4f}; "
           f"unscored test records: {totals['unscored']}")

@@ -29,14 +29,11 @@ from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from monitor.deadletter import DeadLetterReason
 from monitor.pipeline import BatchResult
 from trainer.errors import AnomonError
 from trainer.threshold import BANDS
 
-DEAD_LETTER_REASONS = (
-    "invalid_utf8", "invalid_json", "not_an_object", "missing_required", "wrong_type", "non_finite", "oversized",
-    "processing_error",
-)
 # Seconds from event time to scoring: sub-second when live, minutes to hours when catching up.
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -115,12 +112,16 @@ class MonitorMetrics:
         score histogram's buckets.
     model_version, build_version
         Exported as ``anomon_model_info{version}`` and ``anomon_build_info{version}``.
+    fields
+        The model's fields: the label values of ``anomon_invalid_values_total{field}``
+        (bounded by the schema, whatever events arrive).
     registry
         Where to register; default a new `CollectorRegistry`.
     """
 
     def __init__(self, *, threshold: float, model_version: str, build_version: str,
-                 bands: dict[str, float] | None = None, registry: CollectorRegistry | None = None) -> None:
+                 bands: dict[str, float] | None = None, fields: Sequence[str] = (),
+                 registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events = Counter("anomon_events", "Events read from the input topic, by outcome.",
@@ -130,12 +131,16 @@ class MonitorMetrics:
                                     ["reason"], registry=r)
         self.unknown_fields = Counter("anomon_unknown_fields", "Fields of scored events that the schema "
                                       "does not define (ignored).", registry=r)
+        self.invalid_values = Counter("anomon_invalid_values", "Values that could not be read as their field's "
+                                      "type, scored as missing, by field.", ["field"], registry=r)
         self.anomaly_score = BatchHistogram("anomon_anomaly_score", "Anomaly score of scored events.",
                                             score_buckets(threshold, bands), registry=r)
         self.batch_size = Histogram("anomon_batch_size", "Events per polled batch.",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
-        self.processing = Histogram("anomon_processing_seconds", "Time to process a batch: decode, score, "
-                                    "publish, flush and commit.", buckets=PROCESSING_BUCKETS, registry=r)
+        self.processing = Histogram("anomon_processing_seconds", "Time to process a polled batch: decode, "
+                                    "encode, score, build and queue its alerts and dead letters (not the "
+                                    "poll, nor waiting for acknowledgements and the commit).",
+                                    buckets=PROCESSING_BUCKETS, registry=r)
         self.event_lag = BatchHistogram("anomon_event_lag_seconds", "Scoring time minus event time.",
                                         LAG_BUCKETS, registry=r)
         self.consumer_lag = Gauge("anomon_consumer_lag_messages", "Messages not yet read, by input partition.",
@@ -149,8 +154,10 @@ class MonitorMetrics:
             self.events.labels(result)
         for severity in BANDS:
             self.alerts.labels(severity)
-        for reason in DEAD_LETTER_REASONS:
+        for reason in DeadLetterReason:
             self.dead_letters.labels(reason)
+        for name in fields:
+            self.invalid_values.labels(name)
         self.threshold.set(threshold)
         self.model_info.labels(model_version).set(1)
         self.build_info.info({"version": build_version})
@@ -166,6 +173,8 @@ class MonitorMetrics:
             self.dead_letters.labels(letter.reason).inc()
         if result.unknown_fields:
             self.unknown_fields.inc(result.unknown_fields)
+        for name, count in result.invalid_values.items():
+            self.invalid_values.labels(name).inc(count)
         self.anomaly_score.observe_many(result.scores)
         self.event_lag.observe_many(result.event_lag)
         self.batch_size.observe(size)

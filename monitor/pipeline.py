@@ -1,12 +1,16 @@
 """The monitor's batch step, free of Kafka: messages in, alerts and dead letters out.
 
 `BatchScorer.process` decodes a polled batch, encodes and scores every decodable event in one
-forward pass, and returns what to publish (`BatchResult`).  Bad input never raises: each event
-that cannot be scored becomes a `DeadLetter` with one of these reasons:
+forward pass, and returns what to publish (`BatchResult`).  Every event that decodes to a JSON
+object is scored, however odd its values: odd is what the monitor exists to catch.  A value
+that cannot be read as its field's type (``"lots"`` for a number) is scored as missing, counted
+in `BatchResult.invalid_values` and listed in the event's alert with ``"invalid": true``
+(``invalid_values="dead_letter"`` refuses the event as ``wrong_type`` instead).  Bad input
+never raises: an event that cannot be scored becomes a `DeadLetter` with a `DeadLetterReason`:
 
 - ``invalid_utf8``, ``invalid_json`` (also an empty value), ``not_an_object``;
-- ``missing_required``, ``wrong_type`` (a value that cannot be read as the field's type),
-  ``non_finite`` (NaN or infinity, or a value so large its score overflows);
+- ``missing_required`` (a `required` field absent or unreadable), ``non_finite`` (a NaN or
+  Infinity literal, or a decimal literal beyond float range such as ``1e400``);
 - ``oversized`` (larger than ``max_message_bytes``);
 - ``processing_error``: scoring raised (a bug): the batch is retried one event at a time so
   that only the events that fail are set aside.
@@ -23,10 +27,13 @@ between batches (e.g. for a newly trained version).
 >>> scorer = BatchScorer(bundle)
 >>> batch = [Record("events", 0, 0, None, b'{"x": 3, "c": "a"}'),
 ...          Record("events", 0, 1, None, b'{"x": 1e9, "c": "zz"}'),
-...          Record("events", 0, 2, None, b'{"x": "lots"}')]
+...          Record("events", 0, 2, None, b'{"x": "lots", "c": "a"}'),
+...          Record("events", 0, 3, None, b'[1, 2]')]
 >>> result = scorer.process(batch)
->>> len(result.scores), [a.alert_id for a in result.alerts], [d.reason for d in result.dead_letters]
-(2, ['events/0/1'], ['wrong_type'])
+>>> len(result.scores), [a.alert_id for a in result.alerts], [str(d.reason) for d in result.dead_letters]
+(3, ['events/0/1', 'events/0/2'], ['not_an_object'])
+>>> dict(result.invalid_values)
+{'x': 1}
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +50,7 @@ import numpy as np
 import orjson
 
 from monitor.alerts import Alert, AlertBuilder
-from monitor.deadletter import DeadLetter, dead_letter
+from monitor.deadletter import DeadLetter, DeadLetterReason, dead_letter
 from monitor.transport import Message
 from trainer.bundle import Bundle
 from trainer.encoding import valid_mask
@@ -59,6 +67,7 @@ class BatchResult:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the scored events
     event_lag: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds; empty without event times
     unknown_fields: int = 0  # fields outside the schema, over all scored events
+    invalid_values: Counter[str] = field(default_factory=Counter)  # unreadable values scored as missing, by field
 
     @property
     def scored(self) -> int:
@@ -72,6 +81,7 @@ class BatchResult:
             scores=np.concatenate([r.scores for r in results]),
             event_lag=np.concatenate([r.event_lag for r in results]),
             unknown_fields=sum(r.unknown_fields for r in results),
+            invalid_values=sum((r.invalid_values for r in results), Counter()),
         )
 
 
@@ -95,15 +105,20 @@ class BatchScorer:
     max_message_bytes
         Larger events are dead-lettered as ``oversized``; also the size limit of what is published.
     top_contributions
-        Fields listed per alert.
+        Fields listed per alert (unreadable values are listed besides).
+    invalid_values
+        ``"score"``: an unreadable value is scored as missing; ``"dead_letter"``: its event is
+        dead-lettered as ``wrong_type``.
     clock
         Wall clock in epoch seconds (for ``detected_at`` and the event lag).
     """
 
     def __init__(self, bundle: Bundle, *, key_field: str | None = None, max_message_bytes: int = 1_000_000,
-                 top_contributions: int = 5, clock: Callable[[], float] = time.time) -> None:
+                 top_contributions: int = 5, invalid_values: str = "score",
+                 clock: Callable[[], float] = time.time) -> None:
         self.bundle = bundle
         self.max_message_bytes = max_message_bytes
+        self.invalid_values = invalid_values
         self.clock = clock
         self._alerts = AlertBuilder(key_field=key_field, top_contributions=top_contributions,
                                     max_message_bytes=max_message_bytes)
@@ -117,7 +132,8 @@ class BatchScorer:
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the monitor
             if len(messages) == 1:
                 log.exception("cannot process %s/%s/%s", messages[0].topic, messages[0].partition, messages[0].offset)
-                return BatchResult(dead_letters=[self._dead_letter(messages[0], "processing_error", repr(exc))])
+                return BatchResult(dead_letters=[
+                    self._dead_letter(messages[0], DeadLetterReason.PROCESSING_ERROR, repr(exc))])
             return BatchResult.concat([self.process([m]) for m in messages])
 
     def _process(self, messages: list[Message]) -> BatchResult:
@@ -134,14 +150,15 @@ class BatchScorer:
         batch = bundle.score(records, strict=True)
         invalid = list(batch.invalid)
         self._check_ignored_required(bundle, records, invalid)
-        # A finite value can still overflow the float32 model input: no score to report.
-        overflow = ~np.isfinite(batch.scores)
-        for i in np.flatnonzero(overflow):
-            invalid[i] = invalid[i] or ("non_finite", "score is not finite: a value is out of the model's range")
+        if self.invalid_values == "dead_letter":
+            for row, values in batch.unreadable.items():
+                invalid[row] = invalid[row] or (DeadLetterReason.WRONG_TYPE, values[0][1])
         for i, problem in enumerate(invalid):
             if problem is not None:
                 result.dead_letters.append(self._dead_letter(kept[i], *problem))
         valid = valid_mask(invalid)
+        result.invalid_values.update(name for row, values in batch.unreadable.items() if valid[row]
+                                     for name, _ in values)
 
         now = self.clock()
         event_times = batch.event_times
@@ -156,7 +173,8 @@ class BatchScorer:
         for row, alert in zip(rows, alerts):
             if alert is None:
                 result.dead_letters.append(self._dead_letter(
-                    kept[row], "oversized", f"an alert for this event would exceed {self.max_message_bytes} bytes"))
+                    kept[row], DeadLetterReason.OVERSIZED,
+                    f"an alert for this event would exceed {self.max_message_bytes} bytes"))
             else:
                 result.alerts.append(alert)
         return result
@@ -182,28 +200,28 @@ class BatchScorer:
                 result.dead_letters.append(self._dead_letter(message, *record))
         return kept, records
 
-    def _parse(self, value: bytes | None) -> dict[str, Any] | tuple[str, str]:
+    def _parse(self, value: bytes | None) -> dict[str, Any] | tuple[DeadLetterReason, str]:
         """The JSON object in `value`, or why there is none: (reason, detail)."""
         if not value:
-            return "invalid_json", "empty value"
+            return DeadLetterReason.INVALID_JSON, "empty value"
         if len(value) > self.max_message_bytes:
-            return "oversized", f"{len(value)} bytes, more than max_message_bytes {self.max_message_bytes}"
+            return DeadLetterReason.OVERSIZED, f"{len(value)} bytes, more than max_message_bytes {self.max_message_bytes}"
         try:
             record = self._json.decode(value.decode())
         except UnicodeDecodeError as exc:
-            return "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"
+            return DeadLetterReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}"
         except _NonFinite as exc:
-            return "non_finite", str(exc)
+            return DeadLetterReason.NON_FINITE, str(exc)
         except json.JSONDecodeError as exc:
-            return "invalid_json", f"{exc.msg} at position {exc.pos}"
+            return DeadLetterReason.INVALID_JSON, f"{exc.msg} at position {exc.pos}"
         except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits, deep nesting
-            return "invalid_json", str(exc) or type(exc).__name__
+            return DeadLetterReason.INVALID_JSON, str(exc) or type(exc).__name__
         if record.__class__ is not dict:
-            return "not_an_object", f"a JSON {type(record).__name__}, not an object"
+            return DeadLetterReason.NOT_AN_OBJECT, f"a JSON {type(record).__name__}, not an object"
         return record
 
     def _dead_letter(self, message: Message, reason: str, detail: str) -> DeadLetter:
-        return dead_letter(message, reason, detail, self.max_message_bytes)
+        return dead_letter(message, DeadLetterReason(reason), detail, self.max_message_bytes)
 
     @staticmethod
     def _check_ignored_required(bundle: Bundle, records: list[dict[str, Any]],
@@ -213,4 +231,4 @@ class BatchScorer:
             if spec.required and spec.type == "ignore":
                 for i, record in enumerate(records):
                     if invalid[i] is None and record.get(spec.name) is None:
-                        invalid[i] = ("missing_required", f"field '{spec.name}' is required")
+                        invalid[i] = (DeadLetterReason.MISSING_REQUIRED, f"field '{spec.name}' is required")

@@ -179,10 +179,11 @@ class Monitor:
                  lag_interval_s: float = 5.0, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
-                                  top_contributions=config.monitor.top_contributions)
+                                  top_contributions=config.monitor.top_contributions,
+                                  invalid_values=config.monitor.invalid_values)
         self.metrics = MonitorMetrics(threshold=bundle.threshold.value, bands=bundle.threshold.bands,
                                       model_version=bundle.version, build_version=anomon_version(),
-                                      registry=registry)
+                                      fields=bundle.field_names, registry=registry)
         self.transport_factory = transport_factory or (lambda: kafka_transport(config))
         self.flush_timeout_s = flush_timeout_s
         self.max_unsettled_batches = max_unsettled_batches

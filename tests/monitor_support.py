@@ -43,7 +43,7 @@ SCHEMA = {"fields": FIELDS, "key": TRAFFIC_KEY, "model": {"epochs": 8, "layers":
           "threshold": {"target_rate": 0.01}}
 MAX_MESSAGE_BYTES = 20_000
 
-# (value, reason): every way an event can be unusable.
+# (value, reason): every way an event can be unusable.  Odd values are not among them: see ODD_INPUT.
 BAD_INPUT = [
     (b"\xff\xfe\x00 not UTF-8", "invalid_utf8"),
     (b'{"country": "US", ', "invalid_json"),
@@ -54,15 +54,23 @@ BAD_INPUT = [
     (b'"just a string"', "not_an_object"),
     (b'{"user": "u1", "endpoint": "/login"}', "missing_required"),  # no country
     (b'{"country": "US", "bytes_out": 12}', "missing_required"),  # no user (an ignored, required key)
-    (b'{"user": "u1", "country": "US", "bytes_out": "lots"}', "wrong_type"),
-    (b'{"user": "u1", "country": "US", "bytes_out": 1' + b"0" * 400 + b"}", "wrong_type"),  # beyond float
-    (b'{"user": "u1", "country": ["US"]}', "wrong_type"),
-    (b'{"user": "u1", "country": "US", "is_mobile": "sometimes"}', "wrong_type"),
-    (b'{"user": "u1", "country": "US", "event_time": "yesterday"}', "wrong_type"),
+    (b'{"user": "u1", "country": ["US"]}', "missing_required"),  # required, and not a category value
     (b'{"user": "u1", "country": "US", "latency_ms": NaN}', "non_finite"),
     (b'{"user": "u1", "country": "US", "latency_ms": -Infinity}', "non_finite"),
     (b'{"user": "u1", "country": "US", "latency_ms": 1e999}', "non_finite"),
     (b'{"user": "u1", "country": "US", "pad": "' + b"x" * MAX_MESSAGE_BYTES + b'"}', "oversized"),
+]
+
+
+# (value, unreadable fields): events that are scored however odd their values; unreadable values
+# are scored as missing (dead-lettered as wrong_type only with monitor.invalid_values: dead_letter).
+ODD_INPUT = [
+    (b'{"user": "u1", "country": "US", "bytes_out": "lots"}', ["bytes_out"]),
+    (b'{"user": "u1", "country": "US", "bytes_out": 1' + b"0" * 400 + b"}", []),  # beyond float: the largest
+    (b'{"user": "u1", "country": "US", "bytes_out": -1}', []),  # a sign never seen in training
+    (b'{"user": "u1", "country": "US", "is_mobile": "sometimes"}', ["is_mobile"]),
+    (b'{"user": "u1", "country": "US", "event_time": "yesterday"}', ["event_time"]),
+    (b'{"user": "u1", "country": "US", "endpoint": {"path": "/"}}', ["endpoint"]),
 ]
 
 

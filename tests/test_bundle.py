@@ -52,7 +52,7 @@ def test_a_different_seed_gives_a_different_model(traffic, bundle):
 
 def test_anomalies_score_higher_than_normal_traffic(bundle):
     events = TrafficGenerator(seed=5, anomaly_rate=0.2).generate(2000)
-    scores = bundle.score_samples(events)
+    scores = bundle.anomaly_scores(events)
     is_anomaly = np.array([e["label"] != "normal" for e in events])
     assert roc_auc(is_anomaly, scores) > 0.9
 
@@ -60,7 +60,7 @@ def test_anomalies_score_higher_than_normal_traffic(bundle):
 def test_unseen_category_raises_the_score(bundle, traffic):
     event = dict(traffic[0])
     odd = dict(event, country="Atlantis")
-    scores = bundle.score_samples([event, odd])
+    scores = bundle.anomaly_scores([event, odd])
     assert scores[1] > scores[0]
     batch = bundle.score([odd])
     top = bundle.explain([odd], batch, [0], top=1)[0][0]
@@ -77,15 +77,21 @@ def test_explain_gives_shares_actual_and_expected(bundle, traffic):
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
 
 
-def test_invalid_records_get_nan_scores(bundle, traffic):
-    batch = bundle.score([traffic[0], dict(traffic[0], bytes_out="lots")])
-    assert np.isfinite(batch.scores[0]) and np.isnan(batch.scores[1])
-    assert batch.invalid[1][0] == "wrong_type"
+def test_unreadable_values_are_scored_as_missing_and_listed_as_invalid(bundle, traffic):
+    odd = dict(traffic[0], bytes_out="lots")
+    batch = bundle.score([traffic[0], odd])
+    assert np.isfinite(batch.scores).all() and batch.invalid == [None, None]
+    assert batch.unreadable == {1: [("bytes_out", "field 'bytes_out': cannot read 'lots' as a number")]}
+    missing = bundle.score([traffic[0], {k: v for k, v in odd.items() if k != "bytes_out"}])
+    # Encoded as missing, plus one threshold: training never held an unreadable bytes_out.
+    assert batch.scores[1] == pytest.approx(missing.scores[1] + bundle.threshold.value)
+    listed = bundle.explain([traffic[0], odd], batch, [1], top=1)[0]
+    assert {"field": "bytes_out", "actual": "lots", "invalid": True}.items() <= listed[-1].items()
 
 
 def test_save_and_load_round_trip(bundle, saved, traffic):
     loaded = Bundle.load(saved)
-    np.testing.assert_allclose(loaded.score_samples(traffic[:50]), bundle.score_samples(traffic[:50]), rtol=1e-6)
+    np.testing.assert_allclose(loaded.anomaly_scores(traffic[:50]), bundle.anomaly_scores(traffic[:50]), rtol=1e-6)
     assert loaded.threshold == bundle.threshold
     manifest = loaded.manifest
     assert manifest["version"] == resolve_version(saved).name

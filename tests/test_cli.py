@@ -58,11 +58,14 @@ def test_schema_infer_jsonl_gz_with_vectors_and_nesting(tmp_path, capsys):
     data = tmp_path / "events.jsonl.gz"
     with gzip.open(data, "wt") as f:
         for i in range(60):
-            f.write(json.dumps({"pixels": [i, 0, 1], "meta": {"a": 1}, "n": i, "flag": i % 2}) + "\n")
+            f.write(json.dumps({"pixels": [i, 0, 1], "meta": {"a": 1}, "n": i, "flag": i % 2, "ok": i % 3 == 0,
+                                "zero": 0}) + "\n")
     code, out, _ = run_cli("schema", "infer", data, capsys=capsys)
     assert code == 0
     fields = yaml.safe_load(out)["fields"]
-    assert fields == {"pixels": {"type": "vector", "size": 3}, "meta": "ignore", "n": "numeric", "flag": "boolean"}
+    assert fields == {"pixels": {"type": "vector", "size": 3}, "meta": "ignore", "n": "numeric",
+                      "flag": "numeric", "ok": "boolean", "zero": "numeric"}  # 0/1 numbers stay numbers
+    assert "zero: numeric  # constant in the sample: any other value will be anomalous" in out
 
 
 def test_train_writes_a_loadable_bundle(tmp_path, capsys):

@@ -98,7 +98,7 @@ def test_strict_mode_rejects_non_finite_values(encoder):
     assert [r[0] for r in out.invalid] == ["non_finite", "non_finite", "non_finite"]
 
 
-def test_wrong_types_are_reported_per_record(encoder):
+def test_unreadable_values_are_encoded_as_missing_and_reported_per_record(encoder):
     out = encoder.transform([
         {"bytes": "lots"},
         {"bytes": "12.5"},
@@ -108,10 +108,40 @@ def test_wrong_types_are_reported_per_record(encoder):
         {"time": "yesterday"},
         {"bytes": 1},
     ])
-    reasons = [r and r[0] for r in out.invalid]
-    assert reasons == ["wrong_type", None, "wrong_type", "wrong_type", "wrong_type", "wrong_type", None]
-    assert out.invalid[0][1] == "field 'bytes': cannot read 'lots' as a number"
-    assert out.valid.tolist() == [False, True, False, False, False, False, True]
+    assert out.invalid == [None] * 7  # every record is scored
+    assert {row: [name for name, _ in values] for row, values in out.unreadable.items()} == {
+        0: ["bytes"], 2: ["proto"], 3: ["ok"], 4: ["vec"], 5: ["time"]}
+    assert out.unreadable[0] == [("bytes", "field 'bytes': cannot read 'lots' as a number")]
+    blocks = {b.field: b for b in encoder.blocks}
+    missing_indicator = {name: out.X[:, blocks[name].stop - 1] for name in ("bytes", "ok", "vec", "time")}
+    assert [missing_indicator[name][row] for name, row in (("bytes", 0), ("ok", 3), ("vec", 4), ("time", 5))] == [1] * 4
+    proto = blocks["proto"]
+    assert out.X[2, proto.start:proto.stop].tolist() == out.X[0, proto.start:proto.stop].tolist()  # as if absent
+
+
+def test_an_unreadable_value_of_a_required_field_refuses_the_record():
+    enc = Encoder([FieldSpec("a", "numeric", required=True)]).fit([{"a": i} for i in range(20)])
+    out = enc.transform([{"a": "lots"}, {"a": 3}])
+    assert [r and r[0] for r in out.invalid] == ["missing_required", None]
+
+
+def test_every_finite_number_is_encoded_and_out_of_range_values_have_a_range_excess():
+    enc = Encoder([FieldSpec("n", "numeric"), FieldSpec("s", "numeric")])
+    enc.fit([{"n": i % 10, "s": i - 50.0} for i in range(100)])  # n never negative (log-scaled), s signed
+    values = [5, -1, 9, 18, 900, 1e308, -1e308, 10**400]
+    out = enc.transform([{"n": v, "s": v} for v in values], strict=True)
+    assert out.invalid == [None] * len(values) and not out.unreadable
+    assert np.isfinite(out.X).all()
+    n_excess, s_excess = out.excess[:, 0], out.excess[:, 1]
+    assert n_excess[:3].tolist() == [0.0, 1.0, 0.0]  # -1: a sign training never saw
+    assert n_excess[3] == pytest.approx(1.0) and n_excess[4] == pytest.approx(99.0)  # 9 + 1 and + 99 ranges
+    assert s_excess[:3].tolist() == [0.0, 0.0, 0.0]  # all inside [-50, 49]
+    assert (out.excess[5:] > 1).all()
+
+
+def test_a_constant_training_field_makes_any_other_value_a_whole_range_out():
+    enc = Encoder([FieldSpec("flag", "numeric")]).fit([{"flag": 0}] * 30)
+    assert enc.transform([{"flag": 0}, {"flag": 1}, {"flag": 0.001}]).excess[:, 0].tolist() == [0.0, 1.0, 1.0]
 
 
 def test_required_field_absent_is_invalid():

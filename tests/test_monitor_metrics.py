@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import urllib.error
 import urllib.request
 
@@ -11,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.alerts import Alert
 from monitor.deadletter import DeadLetter
-from monitor.metrics import DEAD_LETTER_REASONS, MetricsError, MetricsServer, MonitorMetrics, score_buckets
+from monitor.deadletter import DeadLetterReason
+from monitor.metrics import MetricsError, MetricsServer, MonitorMetrics, score_buckets
 from monitor.pipeline import BatchResult
 
 BANDS = {"warning": 2.0, "minor": 4.0, "major": 8.0, "critical": 16.0}
@@ -31,11 +33,13 @@ def status(url: str) -> int:
 
 
 def test_a_batch_is_counted_and_observed_under_prometheus_names():
-    metrics = MonitorMetrics(threshold=2.0, bands=BANDS, model_version="v7", build_version="1.2.3")
+    metrics = MonitorMetrics(threshold=2.0, bands=BANDS, model_version="v7", build_version="1.2.3",
+                             fields=["bytes", "proto"])
     result = BatchResult(
         alerts=[Alert("t/0/1", "warning", None, b"{}"), Alert("t/0/2", "critical", None, b"{}")],
-        dead_letters=[DeadLetter("invalid_json", None, b"x", [])],
+        dead_letters=[DeadLetter(DeadLetterReason.INVALID_JSON, None, b"x", [])],
         scores=np.array([0.5, 2.5, 20.0]), event_lag=np.array([0.02, 0.2, np.nan]), unknown_fields=4,
+        invalid_values=collections.Counter({"bytes": 2}),
     )
     metrics.observe_batch(result, size=4, seconds=0.003)
     metrics.set_consumer_lag({0: 5, 1: 0})
@@ -53,8 +57,10 @@ def test_a_batch_is_counted_and_observed_under_prometheus_names():
     assert value("anomon_alerts_total", severity="critical") == 1
     assert value("anomon_alerts_total", severity="major") == 0  # every label value exists from the start
     assert value("anomon_dead_letter_total", reason="invalid_json") == 1
-    assert all(value("anomon_dead_letter_total", reason=r) is not None for r in DEAD_LETTER_REASONS)
+    assert all(value("anomon_dead_letter_total", reason=r) is not None for r in DeadLetterReason)
     assert value("anomon_unknown_fields_total") == 4
+    assert value("anomon_invalid_values_total", field="bytes") == 2
+    assert value("anomon_invalid_values_total", field="proto") == 0  # every schema field from the start
     assert value("anomon_anomaly_score_count") == 3 and value("anomon_anomaly_score_sum") == 23.0
     assert value("anomon_anomaly_score_bucket", le="2.0") == 1  # buckets fitted to the threshold
     assert value("anomon_anomaly_score_bucket", le="16.0") == 2

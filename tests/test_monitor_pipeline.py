@@ -7,7 +7,7 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from monitor_support import BAD_INPUT, MAX_MESSAGE_BYTES, encode, live_events, traffic_bundle
+from monitor_support import BAD_INPUT, MAX_MESSAGE_BYTES, ODD_INPUT, encode, live_events, traffic_bundle
 
 from monitor.deadletter import HEADER_PREFIX
 from monitor.pipeline import BatchScorer
@@ -152,14 +152,37 @@ def test_an_error_while_scoring_sets_aside_only_the_events_that_cause_it(monkeyp
         ("processing_error", b"2")]
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-def test_a_value_whose_score_overflows_is_dead_lettered():
+def test_odd_values_are_scored_and_unreadable_ones_listed_as_invalid(scorer):
+    result = scorer.process(messages([v for v, _ in ODD_INPUT]))
+    assert result.scored == len(ODD_INPUT) and not result.dead_letters
+    assert result.invalid_values == {name: 1 for _, names in ODD_INPUT for name in names}
+    alerts = {a.alert_id: json.loads(a.value) for a in result.alerts}
+    for offset, (_, names) in enumerate(ODD_INPUT):
+        alert = alerts.get(f"{TOPIC}/0/{offset}")
+        if names:  # listed whether or not it is among the top fields, with the raw value
+            assert alert is not None
+            invalid = [c for c in alert["contributions"] if c.get("invalid")]
+            assert [c["field"] for c in invalid] == names
+    for offset in (1, 2):  # beyond float range, and negative: far outside training, so first
+        assert alerts[f"{TOPIC}/0/{offset}"]["contributions"][0]["field"] == "bytes_out"
+
+
+def test_unreadable_values_can_be_dead_lettered_instead():
+    strict = BatchScorer(traffic_bundle(), key_field="user", invalid_values="dead_letter")
+    result = strict.process(messages([v for v, _ in ODD_INPUT]))
+    unreadable = [offset for offset, (_, names) in enumerate(ODD_INPUT) if names]
+    assert [int(dict(d.headers)[HEADER_PREFIX + "offset"]) for d in result.dead_letters] == unreadable
+    assert {d.reason for d in result.dead_letters} == {"wrong_type"}
+    assert result.scored == len(ODD_INPUT) - len(unreadable) and not result.invalid_values
+
+
+def test_a_value_beyond_the_trained_range_scores_finitely_and_alerts():
     rng = np.random.default_rng(0)
     config = config_from_dict({"fields": {"x": "numeric"}, "model": {"epochs": 1}}, environ={})
-    bundle = fit([{"x": float(v)} for v in rng.normal(size=200)], config, verbose=False)  # signed: no log1p
-    result = BatchScorer(bundle).process(messages([b'{"x": 0.5}', b'{"x": 1e300}']))
-    assert result.scored == 1
-    assert [(d.reason, d.value) for d in result.dead_letters] == [("non_finite", b'{"x": 1e300}')]
+    bundle = fit([{"x": float(v)} for v in rng.normal(size=200)], config, verbose=False)  # signed: no log
+    result = BatchScorer(bundle).process(messages([b'{"x": 0.5}', b'{"x": 1e300}', b'{"x": -1e300}']))
+    assert result.scored == 3 and np.isfinite(result.scores).all()
+    assert [a.alert_id for a in result.alerts] == [f"{TOPIC}/0/1", f"{TOPIC}/0/2"]
 
 
 def test_a_new_bundle_takes_effect_at_the_next_batch():

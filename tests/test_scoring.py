@@ -103,9 +103,9 @@ def test_score_output_schema_and_order(capsys, fitted, data, tmp_path):
     lines = read_lines(tmp_path / "s.jsonl")
     assert [line["index"] for line in lines] == list(range(40))
     valid = [line for line in lines if "error" not in line]
-    assert len(valid) == 39
+    assert len(valid) == 40  # record 30's unreadable value is scored as missing
     for line in valid:
-        assert set(line) == LINE_KEYS
+        assert set(line) == LINE_KEYS | ({"invalid"} if line["index"] == 30 else set())
         assert line["threshold"] == bundle.threshold.value
         assert line["anomaly"] == (line["score"] >= line["threshold"])
         assert (line["severity"] is None) == (not line["anomaly"])
@@ -113,7 +113,7 @@ def test_score_output_schema_and_order(capsys, fitted, data, tmp_path):
         shares = [c["share"] for c in line["contributions"]]
         assert len(shares) == 3 and shares == sorted(shares, reverse=True)  # 3 modelled fields, top 5 asked
         assert {c["field"] for c in line["contributions"]} == {"proto", "bytes", "ok"}
-        assert set(line["contributions"][0]) == {"field", "share", "actual", "expected"}
+        assert set(line["contributions"][0]) - {"invalid"} == {"field", "share", "actual", "expected"}
     assert lines[7]["anomaly"] and lines[7]["severity"] is not None
     assert lines[7]["contributions"][0]["field"] in {"bytes", "proto"}
 
@@ -128,10 +128,12 @@ def test_score_matches_the_in_memory_bundle(capsys, fitted, data, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_invalid_records_get_an_error_line(capsys, fitted, data, tmp_path):
+def test_unreadable_values_are_scored_and_listed(capsys, fitted, data, tmp_path):
     run_cli(capsys, "score", "--model", fitted[1], "--data", data, "--out", tmp_path / "s.jsonl")
     line = read_lines(tmp_path / "s.jsonl")[30]
-    assert line == {"index": 30, "error": "wrong_type", "detail": "field 'bytes': cannot read 'lots' as a number"}
+    assert line["invalid"] == [{"field": "bytes", "detail": "field 'bytes': cannot read 'lots' as a number"}]
+    [listed] = [c for c in line["contributions"] if c["field"] == "bytes"]
+    assert listed["invalid"] is True and listed["actual"] == "lots"
 
 
 def test_chunking_does_not_change_the_output(fitted, data, tmp_path):
@@ -156,7 +158,9 @@ def test_csv_scores_like_json_lines(fitted, data, tmp_path):
 def test_contributions_option_limits_fields(capsys, fitted, data, tmp_path):
     run_cli(capsys, "score", "--model", fitted[1], "--data", data, "--out", tmp_path / "s.jsonl",
             "--contributions", 1)
-    assert all(len(line["contributions"]) == 1 for line in read_lines(tmp_path / "s.jsonl") if "score" in line)
+    lines = read_lines(tmp_path / "s.jsonl")
+    assert all(len(line["contributions"]) == 1 for line in lines if "invalid" not in line)
+    assert len([c for c in lines[30]["contributions"] if not c.get("invalid")]) <= 1  # plus the unreadable value
 
 
 def test_score_writes_json_lines_to_stdout_without_out_or_top(capsys, fitted, data):

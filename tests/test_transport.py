@@ -332,7 +332,7 @@ def test_broker_stop_leaves_no_process_even_with_clients_connected():
     assert process_gone(pid)
     assert not broker.running
     with pytest.raises(EmbeddedBrokerError):
-        broker.bootstrap_servers
+        _ = broker.bootstrap_servers
     broker.stop()  # idempotent
 
 

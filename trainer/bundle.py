@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ class BundleError(AnomonError):
 class ScoredBatch:
     """Scores of a batch; unpacks as ``scores, contributions = bundle.score(records)``.
 
-    `contributions` holds each field's error (n, fields): a row sums to the record's score.
-    Records in `invalid` (reason, detail) have NaN scores.
+    A score is the record's anomaly score: higher is more anomalous, ≥ 0, in units of the
+    training loss (reconstruction error, plus threshold × range excess; see `Bundle.score`);
+    it alerts at ``bundle.threshold.value``.  `contributions` holds each field's part (n,
+    fields): a row sums to the record's score.  Records in `invalid` (reason, detail) are
+    refused and have NaN scores; `unreadable` lists, per row, the values scored as missing.
     """
 
     scores: np.ndarray
@@ -54,6 +57,7 @@ class ScoredBatch:
     output: np.ndarray  # raw decoder output; `Bundle.reconstruction` decodes the rows asked for
     invalid: list[tuple[str, str] | None]
     event_times: np.ndarray | None = None  # epoch seconds when the schema has a timestamp field
+    unreadable: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
     def __iter__(self):
         return iter((self.scores, self.contributions))
@@ -90,7 +94,13 @@ class Bundle:
         return self.encoder.field_names
 
     def score(self, records: list[dict[str, Any]], strict: bool = False, batch_size: int = 8192) -> ScoredBatch:
-        """Score records in one forward pass per `batch_size`; see `ScoredBatch`."""
+        """Anomaly scores of `records` (higher is more anomalous, ≥ 0), one forward pass per `batch_size`.
+
+        A field's contribution is its reconstruction error plus threshold × its range excess
+        (`NumericEncoder.range_excess`): a value one whole training range outside what training
+        saw, or of a sign it never saw, alerts by itself; nearer excursions add in proportion.
+        See `ScoredBatch`.
+        """
         encoded = self.encoder.transform(records, strict=strict)
         X = torch.from_numpy(encoded.X)
         errors, outputs = [], []
@@ -103,46 +113,60 @@ class Bundle:
         width = len(self.field_names)
         contributions = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
         output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
-        contributions = contributions.astype(np.float64)
+        contributions = contributions.astype(np.float64) + self.threshold.value * encoded.excess
         contributions[~encoded.valid] = np.nan
-        return ScoredBatch(contributions.sum(axis=1), contributions, output, encoded.invalid, encoded.event_times)
+        return ScoredBatch(contributions.sum(axis=1), contributions, output, encoded.invalid, encoded.event_times,
+                           encoded.unreadable)
 
     def reconstruction(self, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
         """Reconstructed inputs of `rows` (category slots as probabilities); only rows shown need it."""
         with torch.inference_mode():
             return self.loss.decoded(torch.from_numpy(batch.output[rows])).numpy()
 
-    def score_samples(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """Anomaly scores only (higher is more anomalous), scikit-learn style."""
+    def anomaly_scores(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Anomaly scores only: higher is more anomalous (the opposite of scikit-learn's `score_samples`)."""
         return self.score(records).scores
 
     def explain(self, records: list[dict[str, Any]], batch: ScoredBatch, rows: list[int] | np.ndarray,
                 top: int = 5) -> list[list[dict[str, Any]]]:
-        """Top fields of each row in `rows`: field, share of the score, actual and expected value."""
+        """Top fields of each row in `rows`: field, share of the score, actual and expected value.
+
+        Unreadable values (scored as missing) are always listed, with ``"invalid": true``.
+        """
         rows = np.asarray(rows, dtype=int)
         if rows.size == 0:
             return []
         blocks = self.encoder.blocks
         errors = batch.contributions[rows]
-        orders = np.argsort(-errors, axis=1, kind="stable")[:, :top]
+        orders = np.argsort(-errors, axis=1, kind="stable")[:, :top].tolist()
+        if batch.unreadable:
+            column = {name: j for j, name in enumerate(self.field_names)}
+            for k, row in enumerate(rows.tolist()):
+                unread = [column[name] for name, _ in batch.unreadable.get(row, ())]
+                orders[k] += [j for j in unread if j not in orders[k]]
         reconstruction = self.reconstruction(batch, rows)
         expected = {  # only for the fields shown: blocks and encoders are in the same order
             j: self.encoder.encoders_[j].expected(reconstruction[:, blocks[j].start : blocks[j].stop])
-            for j in np.unique(orders)
+            for j in {j for order in orders for j in order}
         }
         totals = errors.sum(axis=1)
-        return [
-            [
-                {
-                    "field": blocks[j].field,
+        explanations = []
+        for k, row in enumerate(rows.tolist()):
+            unread = {name for name, _ in batch.unreadable.get(row, ())}
+            items = []
+            for j in orders[k]:
+                name = blocks[j].field
+                item = {
+                    "field": name,
                     "share": round(float(errors[k, j] / totals[k]), 4) if totals[k] > 0 else 0.0,
-                    "actual": _jsonable(records[row].get(blocks[j].field)),
+                    "actual": _jsonable(records[row].get(name)),
                     "expected": expected[j][k],
                 }
-                for j in orders[k]
-            ]
-            for k, row in enumerate(rows)
-        ]
+                if name in unread:
+                    item["invalid"] = True
+                items.append(item)
+            explanations.append(items)
+        return explanations
 
     def reconstruct_vectors(self, field: str, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
         """Reconstructed values of a `vector` field (e.g. images) on the input's scale."""
@@ -216,6 +240,21 @@ class Bundle:
             raise BundleError(f"bundle: {target} weights do not fit the encoded width {encoder.width}") from None
         threshold = Threshold.from_dict(_read_json(target / "threshold.json"))
         return cls(config, encoder, model, threshold, manifest=manifest, path=target)
+
+
+def range_adjusted(errors: np.ndarray, excess: np.ndarray) -> np.ndarray:
+    """Calibration scores that account for the range excess the threshold itself scales.
+
+    A record scores ``r + T·E`` (reconstruction error `errors`, total range excess `excess`),
+    which reaches the threshold T exactly when ``r / (1 - E) ≥ T``; so T is calibrated on
+    ``r / (1 - E)``.  A record with ``E ≥ 1`` alerts whatever T is: its value is inf, which
+    calibration leaves out.
+
+    >>> range_adjusted(np.array([1.0, 1.0, 1.0]), np.array([0.0, 0.5, 1.0])).tolist()
+    [1.0, 2.0, inf]
+    """
+    with np.errstate(divide="ignore"):
+        return np.where(excess < 1, errors / np.maximum(1 - excess, 0), np.inf)
 
 
 def resolve_version(path: str | Path) -> Path:

@@ -108,6 +108,9 @@ class MonitorConfig:
     max_wait_ms: int = 20
     max_message_bytes: int = 1_000_000
     top_contributions: int = 5
+    # An unreadable value ("lots" for a number): scored as missing and listed in the alert, or
+    # the whole event dead-lettered as wrong_type.
+    invalid_values: Literal["score", "dead_letter"] = "score"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,23 +2,36 @@
 
 `Encoder` is fitted once on training records and stored in the bundle; the trainer and the
 monitor both use it.  Encoding a batch is vectorised: one pass pulls each field's values out
-of the records, then numpy does the rest.  Values that cannot be read are reported per record
-(`Encoded.invalid`) instead of raising, so one bad event never stops a batch.
+of the records, then numpy does the rest.  Nothing raises for one bad event:
+
+- every value that can be read as its field's type is encoded, however far it lies from what
+  training saw.  A number outside the training range (or negative where training never was)
+  also gets a *range excess* (`Encoded.excess`), which the bundle turns into score; an attacker
+  cannot make an event invisible by sending ``-1`` or ``3``;
+- a value that cannot be read at all (``"lots"`` for a number, an object for a category) is
+  encoded as missing and reported in `Encoded.unreadable`; the record is still scored, with a
+  range excess of 1 unless training data held unreadable values in that field too;
+- only a record that must be refused is reported in `Encoded.invalid`: a `required` field
+  absent (or unreadable), or, with ``strict``, NaN or infinity.
 
 >>> from trainer.config import FieldSpec
 >>> enc = Encoder([FieldSpec("bytes", "numeric"), FieldSpec("proto", "categorical")])
 >>> enc = enc.fit([{"bytes": 10, "proto": "tcp"}, {"bytes": 30, "proto": "tcp"},
 ...                {"bytes": 20, "proto": "udp"}, {"bytes": 25, "proto": "udp"}])
->>> out = enc.transform([{"bytes": 20, "proto": "icmp"}, {"bytes": "lots", "proto": "tcp"}])
->>> out.X.shape, out.invalid
-((2, 5), [None, ('wrong_type', "field 'bytes': cannot read 'lots' as a number")])
+>>> out = enc.transform([{"bytes": 20, "proto": "icmp"}, {"bytes": "lots", "proto": "tcp"},
+...                      {"bytes": 40, "proto": "tcp"}, {"bytes": -1, "proto": "tcp"}])
+>>> out.X.shape, out.invalid, out.unreadable
+((4, 5), [None, None, None, None], {1: [('bytes', "field 'bytes': cannot read 'lots' as a number")]})
+>>> out.excess[:, 0].tolist()  # 40 is half the training range out; "lots" and a sign were never seen
+[0.0, 1.0, 0.5, 1.0]
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import repeat
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,7 +41,23 @@ from trainer.config import EncodingConfig, FieldSpec
 from trainer.errors import AnomonError
 
 MISSING = "<missing>"
+UNREADABLE_KEY = "<unreadable in training>"  # in the encoder state, beside the fields' own
 OTHER = "<other>"
+
+
+# Scaled inputs are clipped here: far outside any training range, yet finite in float32 and squared.
+INPUT_LIMIT = 1e4
+# Range excess is capped so that a score stays finite whatever number arrives.
+EXCESS_LIMIT = 1e6
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+class Problem(StrEnum):
+    """Why a record cannot be scored at all (the monitor dead-letters it with this reason)."""
+
+    MISSING_REQUIRED = "missing_required"  # a `required` field absent, or unreadable
+    WRONG_TYPE = "wrong_type"  # an unreadable value, where the caller asked to refuse those
+    NON_FINITE = "non_finite"  # NaN or infinity, with ``strict``
 
 
 class EncodingError(AnomonError):
@@ -47,11 +76,20 @@ class Block:
 
 @dataclass
 class Encoded:
-    """An encoded batch: `X` (n, width) float32, per record None or (reason, detail), event times."""
+    """An encoded batch.
+
+    `X` is (n, width) float32; `invalid` holds per record None or why it is refused
+    (`Problem`, detail); `unreadable` maps a record's row to its unreadable values
+    [(field, detail)], encoded as missing; `excess` (n, fields) is how far each value lies
+    outside the training range, in training ranges (0 inside; see `NumericEncoder`; at least 1
+    for an unreadable value where training had none).
+    """
 
     X: np.ndarray
     invalid: list[tuple[str, str] | None]
     event_times: np.ndarray | None = None  # epoch seconds of the first timestamp field, NaN if missing
+    unreadable: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    excess: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -64,15 +102,27 @@ def valid_mask(invalid: list[tuple[str, str] | None]) -> np.ndarray:
 
 
 class _Problems:
-    """Collects the first problem of each record of a batch."""
+    """Collects the first refusal of each record of a batch, and every unreadable value."""
 
     def __init__(self, n: int):
         self.invalid: list[tuple[str, str] | None] = [None] * n
+        self.unreadable: dict[int, list[tuple[str, str]]] = {}
 
-    def add(self, mask: np.ndarray, reason: str, field: str, values: list[Any], what: str) -> None:
+    def add(self, mask: np.ndarray, reason: Problem, field: str, values: list[Any], what: str) -> None:
         for i in np.flatnonzero(mask):
             if self.invalid[i] is None:
                 self.invalid[i] = (reason, what.format(field=field, value=_short(values[i])))
+
+    def unreadable_values(self, mask: np.ndarray, spec: FieldSpec, values: list[Any], what: str) -> None:
+        """Values of `mask` cannot be read: encoded as missing, or the record refused if `required`."""
+        if not mask.any():
+            return
+        if spec.required:
+            self.add(mask, Problem.MISSING_REQUIRED, spec.name, values, what + " (the field is required)")
+            return
+        for i in np.flatnonzero(mask):
+            detail = what.format(field=spec.name, value=_short(values[i]))
+            self.unreadable.setdefault(int(i), []).append((spec.name, detail))
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -99,7 +149,9 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         try:
             x[i] = np.nan if v is None else float(v)
             bad[i] = isinstance(v, (list, dict))
-        except (ValueError, TypeError, OverflowError):
+        except OverflowError:  # an integer beyond float range: a number, and as extreme as floats go
+            x[i] = _FLOAT_MAX if v > 0 else -_FLOAT_MAX
+        except (ValueError, TypeError):
             x[i], bad[i] = np.nan, True
     return x, bad
 
@@ -125,12 +177,18 @@ class _ValueWithIndicator(_SquaredFieldEncoder):
 
 
 class NumericEncoder(_ValueWithIndicator):
-    """log1p for non-negative fields (heavy tails), then scaling fitted on the training data.
+    """Signed log for non-negative fields (heavy tails), then scaling fitted on the training data.
 
-    A non-negative field is log-scaled, shifted to start at 0 and divided by its 99th
-    percentile, so the top 1% of training values cannot squash everyone else; a signed field is
-    centred on its median and divided by its 1st-99th percentile range.  Columns: the scaled
-    value, and (unless the field is `required`) a missing indicator.
+    A field never negative in training is mapped by ``sign(x)·log1p(|x|)``, shifted to start at
+    0 and divided by its 99th percentile, so the top 1% of training values cannot squash
+    everyone else; a signed field is centred on its median and divided by its 1st-99th
+    percentile range.  Every finite number maps to a finite input (clipped at ±`INPUT_LIMIT`).
+    Columns: the scaled value, and (unless the field is `required`) a missing indicator.
+
+    `range_excess` says how far a value lies outside the training range [min, max], in
+    multiples of that range: 0 inside, 1 one whole range out.  A sign that training never saw,
+    or any other value of a field that was constant in training, counts as at least 1.  The
+    log keeps the autoencoder's inputs in proportion; the excess keeps extremes extreme.
     """
 
     def fit(self, values: list[Any]) -> NumericEncoder:
@@ -139,12 +197,11 @@ class NumericEncoder(_ValueWithIndicator):
         if x.size == 0:
             raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
         self.log_ = bool(self.spec.log) if self.spec.log is not None else bool(x.min() >= 0)
+        t = self._log(x)
         if self.log_:
-            t = np.log1p(x)
             self.center_ = float(t.min())
             spread = np.quantile(t, 0.99) - self.center_
         else:
-            t = x
             self.center_ = float(np.median(t))
             spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
         spread = spread if spread > 0 else np.ptp(t)
@@ -152,29 +209,46 @@ class NumericEncoder(_ValueWithIndicator):
         self.range_ = [float(x.min()), float(x.max())]
         return self
 
-    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
-        x, bad = _to_float(values)
+    def _log(self, x: np.ndarray) -> np.ndarray:
+        return np.sign(x) * np.log1p(np.abs(x)) if self.log_ else x
+
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
+        """Encode into `out`; returns the range excess of every value (0 where missing)."""
+        x, bad = _to_float(values)  # unreadable values are NaN in `x`
         finite = np.isfinite(x)
         if not finite.all():  # absent (None), NaN/inf, or unreadable
             none = _is_none(values)
             if strict:
-                problems.add(~finite & ~none & ~bad, "non_finite", self.spec.name, values,
+                problems.add(~finite & ~none & ~bad, Problem.NON_FINITE, self.spec.name, values,
                              "field '{field}': non-finite value {value}")
             if self.spec.required:
-                problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
-        if self.log_:
-            bad |= x <= -1  # log1p undefined: cannot be scored on the trained scale
-        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a number")
-        missing = ~finite | bad
-        t = np.log1p(np.where(missing, 0.0, x)) if self.log_ else np.where(missing, 0.0, x)
-        out[:, 0] = np.where(missing, 0.0, (t - self.center_) / self.scale_)
+                problems.add(none, Problem.MISSING_REQUIRED, self.spec.name, values, "field '{field}' is required")
+            problems.unreadable_values(bad, self.spec, values, "field '{field}': cannot read {value} as a number")
+        x = np.where(finite, x, 0.0)
+        scaled = np.clip((self._log(x) - self.center_) / self.scale_, -INPUT_LIMIT, INPUT_LIMIT)
+        out[:, 0] = np.where(finite, scaled, 0.0)
         if not self.spec.required:
-            out[:, 1] = missing
+            out[:, 1] = ~finite
+        return np.where(finite, self.range_excess(x), 0.0)
+
+    def range_excess(self, x: np.ndarray) -> np.ndarray:
+        """Distance outside the training range in training ranges (see the class docstring).
+
+        >>> from trainer.config import FieldSpec
+        >>> enc = NumericEncoder(FieldSpec("n", "numeric")).fit([0, 1, 0, 1])
+        >>> enc.range_excess(np.array([0.5, 3, -1e-6, 100])).tolist()
+        [0.0, 2.0, 1.0, 99.0]
+        """
+        low, high = self.range_
+        width = high - low if high > low else max(abs(high), 1.0)
+        excess = np.maximum(np.maximum(low - x, x - high), 0.0) / width
+        unseen = ((x < 0) & (low >= 0)) | ((high == low) & (x != low))
+        return np.minimum(np.where(unseen, np.maximum(excess, 1.0), excess), EXCESS_LIMIT)
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         """Reconstructed values, kept inside the training range (a rate reads 1.0, never 1.03)."""
-        t = recon[:, 0] * self.scale_ + self.center_
-        x = np.clip(np.expm1(t) if self.log_ else t, *self.range_)
+        t = recon[:, 0].astype(np.float64) * self.scale_ + self.center_
+        x = np.clip(np.sign(t) * np.expm1(np.abs(t)) if self.log_ else t, *self.range_)
         return [round(float(v), 6) for v in x]
 
     def state(self) -> dict[str, Any]:
@@ -241,13 +315,14 @@ class CategoricalEncoder:
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         tokens = _tokens(values)
         n = len(tokens)
-        if None in tokens:
+        if None in tokens:  # lists and objects: read as missing
             bad = np.fromiter((t is None for t in tokens), dtype=bool, count=n)
-            problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': {value} is not a category value")
+            problems.unreadable_values(bad, self.spec, values, "field '{field}': {value} is not a category value")
+            tokens = [MISSING if t is None else t for t in tokens]
         if self.spec.required and MISSING in tokens:
             missing = np.fromiter((t == MISSING for t in tokens), dtype=bool, count=n)
-            problems.add(missing, "missing_required", self.spec.name, values, "field '{field}' is required")
-        # Unseen, rare and unreadable values (None) share the last slot.
+            problems.add(missing, Problem.MISSING_REQUIRED, self.spec.name, values, "field '{field}' is required")
+        # Unseen and rare values share the last slot (and <missing>, unless frequent in training).
         slots = np.fromiter(map(self._index.get, tokens, repeat(len(self.categories_))), dtype=np.intp, count=n)
         out[np.arange(n), slots] = 1.0
 
@@ -297,9 +372,9 @@ class BooleanEncoder(_ValueWithIndicator):
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         is_true, missing, bad = self._read(values)
-        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a boolean")
+        problems.unreadable_values(bad, self.spec, values, "field '{field}': cannot read {value} as a boolean")
         if self.spec.required:
-            problems.add(missing, "missing_required", self.spec.name, values, "field '{field}' is required")
+            problems.add(missing, Problem.MISSING_REQUIRED, self.spec.name, values, "field '{field}' is required")
         missing |= bad
         out[:, 0] = np.where(missing, self.impute_, is_true)
         if not self.spec.required:
@@ -368,13 +443,13 @@ class VectorEncoder(_SquaredFieldEncoder):
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         x, none, bad = self._read(values)
         what = f"field '{{field}}': expected a list of {self.spec.size} numbers, got {{value}}"
-        problems.add(bad, "wrong_type", self.spec.name, values, what)
+        problems.unreadable_values(bad, self.spec, values, what)
         non_finite = ~np.isfinite(x).all(axis=1) & ~none & ~bad
         if strict:
-            problems.add(non_finite, "non_finite", self.spec.name, values, "field '{field}': non-finite element")
+            problems.add(non_finite, Problem.NON_FINITE, self.spec.name, values, "field '{field}': non-finite element")
         if self.spec.required:
-            problems.add(none, "missing_required", self.spec.name, values, "field '{field}' is required")
-        scaled = (x - self.low_) / self.scale_
+            problems.add(none, Problem.MISSING_REQUIRED, self.spec.name, values, "field '{field}' is required")
+        scaled = np.clip((x - self.low_) / self.scale_, -INPUT_LIMIT, INPUT_LIMIT)
         out[:, : self.spec.size] = np.where(np.isfinite(scaled), scaled, 0.0)
         if not self.spec.required:
             out[:, -1] = none | bad
@@ -441,9 +516,10 @@ class TimestampEncoder(_SquaredFieldEncoder):
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
         """Encode into `out`; returns the event times (epoch seconds, NaN where missing)."""
         seconds, bad = parse_times(values)
-        problems.add(bad, "wrong_type", self.spec.name, values, "field '{field}': cannot read {value} as a time")
+        problems.unreadable_values(bad, self.spec, values, "field '{field}': cannot read {value} as a time")
         if self.spec.required:
-            problems.add(_is_none(values), "missing_required", self.spec.name, values, "field '{field}' is required")
+            problems.add(_is_none(values), Problem.MISSING_REQUIRED, self.spec.name, values,
+                         "field '{field}' is required")
         missing = ~np.isfinite(seconds)
         t = np.where(missing, 0.0, seconds)
         if self.spec.cyclic:
@@ -482,7 +558,8 @@ class Encoder:
         Categorical vocabulary limits.
     """
 
-    def __init__(self, fields: tuple[FieldSpec, ...] | list[FieldSpec], encoding: EncodingConfig = EncodingConfig()):
+    def __init__(self, fields: tuple[FieldSpec, ...] | list[FieldSpec],
+                 encoding: EncodingConfig = EncodingConfig()):  # noqa: B008 - frozen: safe to share
         self.fields = tuple(fields)
         self.encoding = encoding
         self.encoders_: list[FieldEncoder] = [self._make(spec) for spec in self.fields if spec.type != "ignore"]
@@ -521,23 +598,37 @@ class Encoder:
     def fit(self, records: list[dict[str, Any]]) -> Encoder:
         for e in self.encoders_:
             e.fit([r.get(e.spec.name) for r in records])
+        # Fields whose training data already held unreadable values: there, one is not news.
+        self.unreadable_in_training_: frozenset[str] = frozenset()
+        self.unreadable_in_training_ = frozenset(
+            name for values in self.transform(records).unreadable.values() for name, _ in values)
         return self
 
     def transform(self, records: list[dict[str, Any]], strict: bool = False) -> Encoded:
         """Encode `records`; with `strict`, NaN/inf values are invalid instead of missing."""
         n = len(records)
         X = np.zeros((n, self.width), dtype=np.float32)
+        excess = np.zeros((n, len(self.encoders_)))
         problems = _Problems(n)
         event_times = None
-        for e, block in zip(self.encoders_, self.blocks):
+        for j, (e, block) in enumerate(zip(self.encoders_, self.blocks)):
             values = [r.get(e.spec.name) for r in records]
             parsed = e.transform(values, X[:, block.start : block.stop], problems, strict)
-            if event_times is None and isinstance(e, TimestampEncoder):
+            if isinstance(e, NumericEncoder):
+                excess[:, j] = parsed
+            elif event_times is None and isinstance(e, TimestampEncoder):
                 event_times = parsed  # parsed once, for the encoding and for the caller (event lag)
-        return Encoded(X, problems.invalid, event_times)
+        if problems.unreadable:  # a kind of value training never saw: as far out as a sign never seen
+            column = {name: j for j, name in enumerate(self.field_names)}
+            for row, values in problems.unreadable.items():
+                for name, _ in values:
+                    if name not in self.unreadable_in_training_:
+                        excess[row, column[name]] = max(excess[row, column[name]], 1.0)
+        return Encoded(X, problems.invalid, event_times, problems.unreadable, excess)
 
     def state(self) -> dict[str, Any]:
-        return {e.spec.name: e.state() for e in self.encoders_}
+        return {**{e.spec.name: e.state() for e in self.encoders_},
+                UNREADABLE_KEY: sorted(self.unreadable_in_training_)}
 
     def load_state(self, state: dict[str, Any]) -> Encoder:
         missing = [name for name in self.field_names if name not in state]
@@ -545,6 +636,7 @@ class Encoder:
             raise EncodingError(f"encoding: stored state has no entry for field '{missing[0]}'")
         for e in self.encoders_:
             e.load_state(state[e.spec.name])
+        self.unreadable_in_training_ = frozenset(state.get(UNREADABLE_KEY, ()))
         return self
 
     def encoder_for(self, field: str) -> FieldEncoder:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from trainer.autoencoder import FieldLoss, build_autoencoder, default_layers
-from trainer.bundle import Bundle
+from trainer.bundle import Bundle, range_adjusted
 from trainer.config import Config
 from trainer.encoding import Encoder, EncodingError
 from trainer.progress import log, progress
@@ -58,9 +58,10 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
         history = _train(model, loss, X[split["train"]], X[split["validation"]], config, verbose)
 
     with torch.inference_mode():
-        calibration = loss.scores(model(X[split["calibration"]]), X[split["calibration"]])
+        calibration = loss.scores(model(X[split["calibration"]]), X[split["calibration"]]).numpy()
+    calibration = range_adjusted(calibration, encoded.excess[split["calibration"].numpy()].sum(axis=1))
     t = config.threshold
-    threshold = calibrate(calibration.numpy(), t.method, t.target_rate, t.margin, t.tail_fraction)
+    threshold = calibrate(calibration, t.method, t.target_rate, t.margin, t.tail_fraction)
     training = {
         "records": len(records),
         "rejected": int((~valid).sum()),

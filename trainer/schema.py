@@ -1,12 +1,19 @@
 """Proposing a config from a sample of data: `anomon schema infer DATA`.
 
 Each field's type is guessed from its values; identifiers (strings with nearly as many distinct
-values as records) are proposed as `ignore`, with a comment saying why.
+values as records) are proposed as `ignore`, with a comment saying why.  Only JSON ``true`` /
+``false`` (or the strings ``"true"`` / ``"false"``) make a `boolean`: numbers that happen to be
+0 or 1 in the sample are `numeric`, so that a 3 arriving later is a number far out of range (and
+scored as such), not a value the encoder cannot read.  A field constant in the sample stays in,
+with a comment: any other value is then anomalous.
 
->>> records = [{"id": f"u{i}", "ok": i % 2 == 0, "bytes": i * 10, "proto": "tcp"} for i in range(200)]
+>>> records = [{"id": f"u{i}", "ok": i % 2 == 0, "flag": i % 2, "bytes": i * 10, "proto": "tcp"}
+...            for i in range(200)]
 >>> guesses = infer_fields(records)
 >>> {name: g.type for name, g in guesses.items()}
-{'id': 'ignore', 'ok': 'boolean', 'bytes': 'numeric', 'proto': 'categorical'}
+{'id': 'ignore', 'ok': 'boolean', 'flag': 'numeric', 'bytes': 'numeric', 'proto': 'categorical'}
+>>> guesses["proto"].comment
+'constant in the sample: any other value will be anomalous'
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trainer.encoding import TRUE_TOKENS, FALSE_TOKENS, parse_times
+from trainer.encoding import parse_times
 
 _ID_MIN_DISTINCT = 50
 _ID_DISTINCT_RATIO = 0.5
 _MISSING_TOKENS = {"", "nan", "null", "none", "na", "n/a"}
+_BOOLEAN_TOKENS = {"true", "false"}
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,11 @@ def _guess(values: list[Any]) -> FieldGuess:
         return FieldGuess("ignore", comment="lists of varying length or type")
     if any(isinstance(v, (dict, list)) for v in present):
         return FieldGuess("ignore", comment="nested values")
-    tokens = {str(v).strip().lower() for v in present}
-    if all(isinstance(v, bool) for v in present) or tokens <= (TRUE_TOKENS | FALSE_TOKENS) and len(tokens) <= 2:
+    if all(isinstance(v, bool) or isinstance(v, str) and v.strip().lower() in _BOOLEAN_TOKENS for v in present):
         return FieldGuess("boolean", comment=note)
+    distinct = len(Counter(map(str, present)))
+    if distinct == 1:
+        note = ", ".join(filter(None, ["constant in the sample: any other value will be anomalous", note]))
     numbers = np.array([_number(v) for v in present])
     if np.isfinite(numbers).mean() >= 0.95:
         return FieldGuess("numeric", comment=note)
@@ -66,11 +76,11 @@ def _guess(values: list[Any]) -> FieldGuess:
         times, bad = parse_times(present)
         if not bad.any():
             return FieldGuess("timestamp", comment=note)
-    distinct = len(Counter(map(str, present)))
     if distinct >= _ID_MIN_DISTINCT and distinct / len(present) > _ID_DISTINCT_RATIO:
         return FieldGuess("ignore", comment=f"high cardinality ({distinct} distinct of {len(present)}): "
                                              "an identifier? use it as 'key' to carry it into alerts")
-    return FieldGuess("categorical", comment=", ".join(filter(None, [f"{distinct} distinct values", note])))
+    return FieldGuess("categorical", comment=note if distinct == 1 else
+                      ", ".join(filter(None, [f"{distinct} distinct values", note])))
 
 
 def _is_missing(value: Any) -> bool:

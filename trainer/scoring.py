@@ -101,7 +101,12 @@ def check_fields(bundle: Bundle, records: list[dict[str, Any]], path: Path) -> N
 
 
 def score_lines(bundle: Bundle, chunk: Chunk, contributions: int = 5) -> list[dict[str, Any]]:
-    """One output object per record of `chunk`, in order; invalid records get an ``error`` line."""
+    """One output object per record of `chunk`, in order; refused records get an ``error`` line.
+
+    ``score`` is the anomaly score (higher is more anomalous, ≥ 0, in units of the training loss).
+    A record with unreadable values is scored with them as missing; its line lists them under
+    ``invalid`` ([{"field", "detail"}]), and its contributions mark them ``"invalid": true``.
+    """
     scores = chunk.batch.scores
     t = bundle.threshold
     severity, record_score, anomaly = t.severity(scores), t.record_score(scores), t.is_anomaly(scores)
@@ -122,6 +127,8 @@ def score_lines(bundle: Bundle, chunk: Chunk, contributions: int = 5) -> list[di
             "threshold": t.value,
             "contributions": explanations[row],
         })
+        if row in chunk.batch.unreadable:
+            lines[-1]["invalid"] = [{"field": name, "detail": detail} for name, detail in chunk.batch.unreadable[row]]
     return lines
 
 

@@ -4,7 +4,6 @@ Run: ``python examples/nsl_kdd/run.py [--out DIR]``."""
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
