@@ -91,7 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
     demo.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
+
+    generate = command("generate", _generate, "synthetic web traffic with injected anomalies: live into "
+                       "Kafka, or a week of history into a file")
+    generate.add_argument("--config", type=Path, help="Kafka settings (default: the demo config)")
+    generate.add_argument("--rate", type=_positive(float), default=100.0, help="events per second (default 100)")
+    generate.add_argument("--anomaly-rate", type=_fraction, default=0.01,
+                          help="share of events turned into anomalies (default 0.01)")
+    generate.add_argument("--topic", help="default: kafka.input_topic")
+    generate.add_argument("--seconds", type=_positive(float), help="stop after this long (default: on Ctrl-C)")
+    generate.add_argument("--count", type=_positive(int), help="stop after this many events (history: 40000)")
+    generate.add_argument("--out", type=Path, help="write a week of history to this JSON Lines file instead")
     return parser
+
+
+def _positive(kind: type) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid value" message
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def _schema_infer(args: argparse.Namespace) -> int:
@@ -155,6 +184,13 @@ def _demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
     return run_demo(seconds=args.seconds, rate=args.rate, workdir=args.workdir)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from monitor.generate import run_generate
+
+    return run_generate(config_path=args.config, rate=args.rate, anomaly_rate=args.anomaly_rate, topic=args.topic,
+                        seconds=args.seconds, count=args.count, out=args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ injected anomalies (exfiltration, brute force, impossible travel, latency spikes
 actions) at ``--rate`` events per second.  Every second it prints the throughput, the alerts with
 the fields that made them anomalous, and precision/recall against the injected truth (the
 events' ``label``, which the model never sees).  It stops cleanly after ``--seconds`` (training
-included) or on Ctrl-C.  The configuration is ``examples/demo/anomon.yaml``.
+included) or on Ctrl-C.  The configuration is the package's ``monitor/resources/demo.yaml``
+(`monitor.resources.DEMO_CONFIG`), so the demo runs from an installed wheel, from any directory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from importlib.resources import as_file
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,17 +31,17 @@ from monitor.broker import EmbeddedBroker
 from monitor.metrics import MetricsError, MetricsServer
 from monitor.replay import Replayer
 from monitor.service import Monitor, stop_on_signals
-from monitor.traffic import NORMAL, TrafficGenerator
+from monitor.resources import DEMO_CONFIG
+from monitor.traffic import HISTORY_START, NORMAL, SITE_SEED, live_stream, week_of_history
 from monitor.transport import ensure_topics
 from trainer.bundle import Bundle
 from trainer.config import Config, load_config
 from trainer.fit import fit
 from trainer.scoring import short_value
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "anomon.yaml"
+__all__ = ["DEMO_CONFIG", "HISTORY_START", "SITE_SEED", "TRAINING_EVENTS", "demo_config", "run_demo"]
+
 TRAINING_EVENTS = 40_000
-SITE_SEED = 1  # history and live traffic come from the same site: the same users
-HISTORY_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 ANOMALY_RATE = 0.01
 MIN_STREAM_S = 5.0
 ALERTS_SHOWN_PER_TICK = 4
@@ -113,22 +115,18 @@ class AlertWatcher(threading.Thread):
 
 
 def live_traffic(scoreboard: Scoreboard, stop: threading.Event, rate: float) -> Iterator[dict[str, Any]]:
-    """Live traffic for sending at `rate` events/s, until `stop`; each event is counted as sent.
-
-    The event time is left out: the replayer stamps the send time, as a live source would.
-    """
-    generator = TrafficGenerator(seed=SITE_SEED, anomaly_rate=ANOMALY_RATE, start=datetime.now(timezone.utc),
-                                 events_per_hour=rate * 3600)
-    for event in generator.stream():
+    """Live traffic for sending at `rate` events/s, until `stop`; each event is counted as sent."""
+    for event in live_stream(rate, anomaly_rate=ANOMALY_RATE):
         if stop.is_set():
             return
-        del event["event_time"]
         scoreboard.count_sent(event["label"])
         yield event
 
 
-def demo_config(servers: str, path: Path = DEMO_CONFIG) -> Config:
-    config = load_config(path)
+def demo_config(servers: str, path: Traversable = DEMO_CONFIG) -> Config:
+    """The demo config (packaged by default), talking to the broker at `servers`."""
+    with as_file(path) as file:
+        config = load_config(file)
     return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap_servers=servers))
 
 
@@ -171,10 +169,7 @@ class _Demo:
                 self.stream(config, broker.bootstrap_servers, monitor)
 
     def train(self, config: Config) -> Bundle:
-        # A week of history: every hour of every weekday. A fixed week makes the model (and the
-        # demo's figures) the same on every run.
-        history = TrafficGenerator(seed=SITE_SEED, start=HISTORY_START,
-                                   events_per_hour=TRAINING_EVENTS / (7 * 24)).generate(TRAINING_EVENTS)
+        history = week_of_history(TRAINING_EVENTS)
         self.say(f"training on {TRAINING_EVENTS:,} events, a week of normal traffic ...")
         bundle = fit(history, config, verbose=False)
         target = bundle.save(self.workdir / "models" / "demo")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
@@ -74,30 +74,45 @@ class Replayer:
         return self.sent - first
 
 
+def send_records(config: Config, records: Iterable[dict[str, Any]], *, topic: str | None = None,
+                 rate: float | None = None, client: str = "replay") -> Replayer:
+    """Send `records` with a `Replayer` over a new producer (creating the topic if missing), then close.
+
+    Ctrl-C stops sending; what was sent by then is delivered.  Returns the replayer (its `sent`).
+    `client` names the Kafka client: ``<kafka.client_id>-<client>``.
+    """
+    replayer = Replayer(config, topic=topic, rate=rate)
+    k = config.kafka
+    security = kafka_security(k)
+    client_id = f"{k.client_id}-{client}"
+    ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=client_id, **security)
+    try:
+        producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, client_id=client_id,
+                                 acks="all", linger_ms=5, **security)
+    except KafkaError as exc:
+        raise TransportError(f"{client}: cannot reach Kafka at {k.bootstrap_servers}: {exc}") from None
+    try:
+        replayer.send(producer, iter(records))
+    except KeyboardInterrupt:
+        producer.flush()  # what was sent so far is delivered, then stop
+    finally:
+        producer.close()
+    return replayer
+
+
 def replay_file(config_path: str | Path, data: str | Path, *, topic: str | None = None, rate: float | None = None,
                 loop: bool = False) -> int:
     """`anomon replay`: send the records of `data`; returns the exit status."""
     config = load_config(config_path)
-    replayer = Replayer(config, topic=topic, rate=rate)
-    k = config.kafka
-    security = kafka_security(k)
-    ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=f"{k.client_id}-replay", **security)
-    try:
-        producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, client_id=f"{k.client_id}-replay",
-                                 acks="all", linger_ms=5, **security)
-    except KafkaError as exc:
-        raise TransportError(f"replay: cannot reach Kafka at {k.bootstrap_servers}: {exc}") from None
     passes = repeat(None) if loop else [None]
     records = chain.from_iterable(iter_records(data) for _ in passes)
-    bar = progress(records, total=None if loop else count_lines(data), desc=f"replay → {replayer.topic}", unit="ev")
+    target = topic or config.kafka.input_topic
+    bar = progress(records, total=None if loop else count_lines(data), desc=f"replay → {target}", unit="ev")
     started = time.perf_counter()
     try:
-        replayer.send(producer, iter(bar))
-    except KeyboardInterrupt:
-        producer.flush()  # what was sent so far is delivered, then stop
+        replayer = send_records(config, bar, topic=target, rate=rate)
     finally:
         bar.close()
-        producer.close()
     elapsed = time.perf_counter() - started
     print(f"replayed {replayer.sent} events from {data} to {replayer.topic} in {elapsed:.1f} s "
           f"({replayer.sent / max(elapsed, 1e-9):.0f} events/s)")
