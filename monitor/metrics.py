@@ -5,13 +5,18 @@ can run in one process, e.g. in tests.  Per-record observations (anomaly scores,
 made a batch at a time with numpy by `BatchHistogram`, a collector that renders as an ordinary
 Prometheus histogram.
 
+Everything derived from the model bundle (threshold, version, created-at) is set by `set_model`
+and replaced on a swap; the score histogram observes score / threshold of the model that scored
+each event, so its buckets (`SCORE_RATIO_BUCKETS`) never depend on one bundle.
+
 >>> import urllib.request
->>> metrics = MonitorMetrics(threshold=2.0, model_version="v1", build_version="0.1.0")
->>> metrics.anomaly_score.observe_many(np.array([0.5, 1.0, 3.0]))
+>>> metrics = MonitorMetrics(build_version="0.1.0")
+>>> metrics.set_model(threshold=2.0, version="v1", created_at=1.7e9)
+>>> metrics.score_ratio.observe_many(np.array([0.5, 1.0, 3.0]) / 2.0)
 >>> with MetricsServer(metrics.registry, port=0, ready=lambda: True) as server:
 ...     body = urllib.request.urlopen(server.url + "/metrics").read().decode()
 ...     ready = urllib.request.urlopen(server.url + "/readyz").status
->>> 'anomon_anomaly_score_count 3.0' in body, 'anomon_threshold 2.0' in body, ready
+>>> 'anomon_score_ratio_count 3.0' in body, 'anomon_threshold 2.0' in body, ready
 (True, True, 200)
 """
 
@@ -44,16 +49,9 @@ class MetricsError(AnomonError):
     """The metrics server could not listen on its address."""
 
 
-def score_buckets(threshold: float, bands: dict[str, float] | None = None) -> list[float]:
-    """Histogram buckets around the alert threshold: fractions of it below, the severity bands above.
-
-    >>> score_buckets(10.0, {"warning": 10.0, "minor": 20.0, "major": 40.0, "critical": 80.0})
-    [1.0, 2.5, 5.0, 7.5, 9.0, 10.0, 20.0, 40.0, 80.0, 800.0]
-    """
-    edges = [threshold * f for f in (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)]
-    edges += [v for v in (bands or {}).values() if v > threshold]
-    edges.append(max(edges) * 10)
-    return sorted({e for e in edges if e > 0})
+# Score / threshold: 1.0 is the alert threshold, whichever model scored the event.
+SCORE_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0)
+RELOAD_RESULTS = ("loaded", "refused")
 
 
 class BatchHistogram(Collector):
@@ -103,24 +101,22 @@ class BatchHistogram(Collector):
 
 
 class MonitorMetrics:
-    """The monitor's metrics, registered in their own `registry`.
+    """The monitor's metrics, registered in their own `registry`; a batch observer (`on_batch`).
 
     Parameters
     ----------
-    threshold, bands
-        The model's alert threshold and severity band edges: exported, and used for the
-        score histogram's buckets.
-    model_version, build_version
-        Exported as ``anomon_model_info{version}`` and ``anomon_build_info{version}``.
+    build_version
+        Exported as ``anomon_build_info{version}``.
     fields
-        The model's fields: the label values of ``anomon_invalid_values_total{field}``
+        The schema's fields: the label values of ``anomon_invalid_values_total{field}``
         (bounded by the schema, whatever events arrive).
     registry
         Where to register; default a new `CollectorRegistry`.
+
+    The model's gauges are set by `set_model`; the drift counters' children by `add_drift_streams`.
     """
 
-    def __init__(self, *, threshold: float, model_version: str, build_version: str,
-                 bands: dict[str, float] | None = None, fields: Sequence[str] = (),
+    def __init__(self, *, build_version: str, fields: Sequence[str] = (),
                  registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -133,8 +129,9 @@ class MonitorMetrics:
                                       "does not define (ignored).", registry=r)
         self.invalid_values = Counter("anomon_invalid_values", "Values that could not be read as their field's "
                                       "type, scored as missing, by field.", ["field"], registry=r)
-        self.anomaly_score = BatchHistogram("anomon_anomaly_score", "Anomaly score of scored events.",
-                                            score_buckets(threshold, bands), registry=r)
+        self.score_ratio = BatchHistogram("anomon_score_ratio", "Anomaly score of scored events divided by the "
+                                          "alert threshold of the model that scored them.",
+                                          SCORE_RATIO_BUCKETS, registry=r)
         self.batch_size = Histogram("anomon_batch_size", "Events per polled batch.",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.processing = Histogram("anomon_processing_seconds", "Time to process a polled batch: decode, "
@@ -147,6 +144,14 @@ class MonitorMetrics:
                                   ["partition"], registry=r)
         self.threshold = Gauge("anomon_threshold", "Alert threshold of the loaded model.", registry=r)
         self.model_info = Gauge("anomon_model_info", "The loaded model version (value 1).", ["version"], registry=r)
+        self.model_created = Gauge("anomon_model_created_timestamp_seconds", "When the loaded model was trained "
+                                   "(unix seconds).", registry=r)
+        self.model_reloads = Counter("anomon_model_reloads", "New model versions seen in CURRENT, by result.",
+                                     ["result"], registry=r)
+        self.drift_detected = Counter("anomon_drift_detected", "Drift detections, by detector and field "
+                                      "(field _score: the anomaly-score stream).", ["detector", "field"], registry=r)
+        self.drift_last = Gauge("anomon_drift_last_timestamp_seconds", "When drift was last detected, by field "
+                                "(unix seconds).", ["field"], registry=r)
         self.build_info = Info("anomon_build", "anomon version.", registry=r)
 
         # Every label value from the start: a counter that appears late breaks rate().
@@ -158,13 +163,28 @@ class MonitorMetrics:
             self.dead_letters.labels(reason)
         for name in fields:
             self.invalid_values.labels(name)
-        self.threshold.set(threshold)
-        self.model_info.labels(model_version).set(1)
+        for outcome in RELOAD_RESULTS:
+            self.model_reloads.labels(outcome)
         self.build_info.info({"version": build_version})
         self._lag_partitions: set[int] = set()
+        self._model_version: str | None = None
 
-    def observe_batch(self, result: BatchResult, size: int, seconds: float) -> None:
-        """Count and observe one processed batch of `size` messages."""
+    def set_model(self, *, threshold: float, version: str, created_at: float) -> None:
+        """Export the active model: its threshold, version (the previous one's series goes) and created-at."""
+        if self._model_version is not None and self._model_version != version:
+            self.model_info.remove(self._model_version)
+        self.threshold.set(threshold)
+        self.model_info.labels(version).set(1)
+        self.model_created.set(created_at)
+        self._model_version = version
+
+    def add_drift_streams(self, streams: Iterable[tuple[str, str]]) -> None:
+        """Create the (detector, field) children of the drift counter at 0, so their series exist."""
+        for detector, field in streams:
+            self.drift_detected.labels(detector, field)
+
+    def on_batch(self, result: BatchResult) -> None:
+        """Count and observe one settled batch (the `BatchObserver` protocol)."""
         self.events.labels("scored").inc(result.scored)
         self.events.labels("dead_letter").inc(len(result.dead_letters))
         for alert in result.alerts:
@@ -175,10 +195,11 @@ class MonitorMetrics:
             self.unknown_fields.inc(result.unknown_fields)
         for name, count in result.invalid_values.items():
             self.invalid_values.labels(name).inc(count)
-        self.anomaly_score.observe_many(result.scores)
+        if result.scored:
+            self.score_ratio.observe_many(result.scores / result.bundle.threshold.value)
         self.event_lag.observe_many(result.event_lag)
-        self.batch_size.observe(size)
-        self.processing.observe(seconds)
+        self.batch_size.observe(result.size)
+        self.processing.observe(result.seconds)
 
     def set_consumer_lag(self, lag: dict[int, int]) -> None:
         """Replace the per-partition lag; partitions no longer assigned disappear."""

@@ -60,7 +60,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BatchResult:
-    """What one batch produced: records to publish and what the metrics need."""
+    """What one batch produced: records to publish, and what the batch observers need.
+
+    `scores` and the rows of `encoded` are the scored events, in the same order; `bundle` is the
+    model that scored them (a swap between batches shows as a new bundle in the next result).
+    """
 
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -68,6 +72,11 @@ class BatchResult:
     event_lag: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds; empty without event times
     unknown_fields: int = 0  # fields outside the schema, over all scored events
     invalid_values: Counter[str] = field(default_factory=Counter)  # unreadable values scored as missing, by field
+    bundle: Bundle | None = None
+    encoded: np.ndarray | None = None  # (scored, encoder width) model inputs of the scored events
+    size: int = 0  # messages in the batch, scored or not
+    seconds: float = 0.0  # processing time, set by the monitor
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition, set by the monitor
 
     @property
     def scored(self) -> int:
@@ -75,6 +84,7 @@ class BatchResult:
 
     @classmethod
     def concat(cls, results: list[BatchResult]) -> BatchResult:
+        encoded = [r.encoded for r in results if r.encoded is not None]
         return cls(
             alerts=[a for r in results for a in r.alerts],
             dead_letters=[d for r in results for d in r.dead_letters],
@@ -82,6 +92,9 @@ class BatchResult:
             event_lag=np.concatenate([r.event_lag for r in results]),
             unknown_fields=sum(r.unknown_fields for r in results),
             invalid_values=sum((r.invalid_values for r in results), Counter()),
+            bundle=next((r.bundle for r in results if r.bundle is not None), None),
+            encoded=np.concatenate(encoded) if encoded else None,
+            size=sum(r.size for r in results),
         )
 
 
@@ -127,19 +140,21 @@ class BatchScorer:
 
     def process(self, messages: list[Message]) -> BatchResult:
         """Alerts, dead letters and scores of `messages`; never raises for bad input."""
+        return self._guarded(self.bundle, messages)  # one model for the whole batch, even event by event
+
+    def _guarded(self, bundle: Bundle, messages: list[Message]) -> BatchResult:
         try:
-            return self._process(messages)
+            return self._process(bundle, messages)
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the monitor
             if len(messages) == 1:
                 log.exception("cannot process %s/%s/%s", messages[0].topic, messages[0].partition, messages[0].offset)
                 return BatchResult(dead_letters=[
-                    self._dead_letter(messages[0], DeadLetterReason.PROCESSING_ERROR, repr(exc))])
-            return BatchResult.concat([self.process([m]) for m in messages])
+                    self._dead_letter(messages[0], DeadLetterReason.PROCESSING_ERROR, repr(exc))], bundle=bundle, size=1)
+            return BatchResult.concat([self._guarded(bundle, [m]) for m in messages])
 
-    def _process(self, messages: list[Message]) -> BatchResult:
-        bundle = self.bundle
+    def _process(self, bundle: Bundle, messages: list[Message]) -> BatchResult:
         fields = bundle.config.fields
-        result = BatchResult()
+        result = BatchResult(bundle=bundle, size=len(messages))
         kept, records = self._decode(messages, result)
         if not records:
             return result
@@ -167,6 +182,7 @@ class BatchScorer:
         else:
             event_times = np.full(len(records), np.nan)
         result.scores = batch.scores[valid]
+        result.encoded = batch.inputs[valid]
 
         rows = np.flatnonzero(valid & (batch.scores >= bundle.threshold.value))
         alerts = self._alerts.build(bundle, kept, records, batch, rows, event_times, now) if rows.size else []

@@ -13,6 +13,16 @@ with exponential backoff (creating missing topics again), while the metrics serv
 serving.  `run_monitor` adds configuration, the metrics server and signal handling: SIGTERM or
 SIGINT finishes the batch in hand, flushes, commits, closes and returns 0.
 
+Each settled batch (committed, its records acknowledged) goes to the monitor's batch observers
+(`BatchObserver`): the metrics, drift detection (`monitor.drift`), and any passed in.  Observers
+run on the scoring thread and see every batch exactly once, in order; a batch read again after
+a reconnection was never settled, so it is not seen twice.
+
+`Monitor.swap_model` replaces the model between two batches: the batch in hand is scored by the
+old one, every later batch by the new one, so no event is dropped or scored twice by the switch.
+Control events (drift, model reloads and refusals: JSON objects) are published to
+``kafka.control_topic`` by the scoring thread, best-effort (not part of the commits).
+
 In a program (or a test), run it in a thread and stop it from another::
 
     monitor = Monitor(load_config("anomon.yaml"), Bundle.load("models/web"))
@@ -33,13 +43,17 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import orjson
 
 from prometheus_client import CollectorRegistry
 
+from monitor.alerts import iso_time
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
 from monitor.transport import (
@@ -74,7 +88,7 @@ def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
     k = config.kafka
     security = kafka_security(k)
     ensure_topics(k.bootstrap_servers, {topic: k.partitions for topic in
-                                        (k.input_topic, k.alert_topic, k.dead_letter_topic)},
+                                        (k.input_topic, k.alert_topic, k.dead_letter_topic, k.control_topic)},
                   client_id=f"{k.client_id}-admin",
                   bootstrap_timeout_ms=overrides.get("bootstrap_timeout_ms", 10_000), **security)
     settings = {
@@ -114,6 +128,18 @@ def _kind(field_type: str | None) -> str:
     return field_type or "absent"
 
 
+class BatchObserver(Protocol):
+    """Sees every settled batch once, on the scoring thread (keep it quick: the loop waits)."""
+
+    def on_batch(self, result: BatchResult) -> None: ...
+
+
+def model_created_at(bundle: Bundle) -> float:
+    """Unix seconds of the bundle's created-at (NaN for a bundle never saved)."""
+    created = bundle.manifest.get("created_at")
+    return datetime.fromisoformat(created).timestamp() if created else float("nan")
+
+
 class Backoff:
     """Delays between reconnection attempts: doubling from `initial_s` up to `max_s`, with jitter.
 
@@ -142,8 +168,6 @@ class _Unsettled:
 
     offsets: Offsets
     result: BatchResult
-    size: int
-    seconds: float  # processing time
 
 
 class Monitor:
@@ -171,19 +195,29 @@ class Monitor:
         partitions are assigned mean the broker is gone, and the monitor reconnects.
     registry
         Prometheus registry for the metrics; default a new one (see `metrics`).
+    observers
+        Batch observers called after the metrics and drift detection (see `BatchObserver`).
+    clock
+        Wall clock in epoch seconds (control events' times).
     """
 
     def __init__(self, config: Config, bundle: Bundle, *,
                  transport_factory: Callable[[], Transport] | None = None,
                  flush_timeout_s: float = 30.0, max_unsettled_batches: int = 64, backoff: Backoff | None = None,
-                 lag_interval_s: float = 5.0, registry: CollectorRegistry | None = None) -> None:
+                 lag_interval_s: float = 5.0, registry: CollectorRegistry | None = None,
+                 observers: Iterable[BatchObserver] = (), clock: Callable[[], float] = time.time) -> None:
+        from monitor.drift import DriftObserver  # drift imports this module's protocol
+
         self.config = config
+        self.clock = clock
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
                                   top_contributions=config.monitor.top_contributions,
                                   invalid_values=config.monitor.invalid_values)
-        self.metrics = MonitorMetrics(threshold=bundle.threshold.value, bands=bundle.threshold.bands,
-                                      model_version=bundle.version, build_version=anomon_version(),
-                                      fields=bundle.field_names, registry=registry)
+        self.metrics = MonitorMetrics(build_version=anomon_version(), fields=bundle.field_names, registry=registry)
+        self.metrics.set_model(threshold=bundle.threshold.value, version=bundle.version,
+                               created_at=model_created_at(bundle))
+        self.drift = DriftObserver(config, bundle, emit=self.emit, metrics=self.metrics, clock=clock)
+        self.observers: list[BatchObserver] = [self.metrics, self.drift, *observers]
         self.transport_factory = transport_factory or (lambda: kafka_transport(config))
         self.flush_timeout_s = flush_timeout_s
         self.max_unsettled_batches = max_unsettled_batches
@@ -197,6 +231,49 @@ class Monitor:
         self._committed_unconfirmed: Offsets = {}  # committed without waiting: confirmed when stopping
         self._failed_probes = 0
         self._next_probe = 0.0
+        self._next_model: Bundle | None = None  # set by swap_model, taken up before the next batch
+        self._model_lock = threading.Lock()
+        self._control: list[dict[str, Any]] = []  # control events waiting to be published
+
+    @property
+    def bundle(self) -> Bundle:
+        """The model scoring the batches now."""
+        return self.scorer.bundle
+
+    def swap_model(self, bundle: Bundle) -> None:
+        """Score every batch after the one in hand with `bundle` (safe from any thread).
+
+        Raises `MonitorError` (and changes nothing) when `bundle` was trained for other fields.
+        """
+        check_fields(self.config, bundle)
+        with self._model_lock:
+            self._next_model = bundle
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue a control event for ``kafka.control_topic`` (safe from any thread)."""
+        self._control.append(event)  # list.append is atomic; the loop takes the list whole
+
+    def _take_up_model(self) -> None:
+        with self._model_lock:
+            bundle, self._next_model = self._next_model, None
+        if bundle is None:
+            return
+        old = self.scorer.bundle
+        self.scorer.bundle = bundle
+        self.metrics.set_model(threshold=bundle.threshold.value, version=bundle.version,
+                               created_at=model_created_at(bundle))
+        self.totals["model_swaps"] += 1
+        log.info("model %s → %s (threshold %.6g → %.6g), from the next batch on", old.version, bundle.version,
+                 old.threshold.value, bundle.threshold.value)
+        self.emit({"type": "model_loaded", "model_version": bundle.version, "previous_version": old.version,
+                   "threshold": bundle.threshold.value, "at": iso_time(self.clock())})
+
+    def _publish_control(self, transport: Transport) -> None:
+        if not self._control:
+            return
+        events, self._control = self._control, []
+        for event in events:
+            transport.produce(self.config.kafka.control_topic, orjson.dumps(event), key=event["type"].encode())
 
     def stop(self) -> None:
         """Ask `run` to return after the batch in hand (safe from signal handlers and other threads)."""
@@ -233,9 +310,11 @@ class Monitor:
                          t["events"], t["scored"], t["alerts"], t["dead_letters"])
 
     def _close(self, transport: Transport) -> None:
-        """Settle the batches in hand (on a clean stop), then close."""
+        """Settle the batches in hand (on a clean stop), publish the control events, then close."""
         try:
             self._settle(transport, wait=True)
+            self._publish_control(transport)
+            transport.flush(self.flush_timeout_s)
         except TransportError as exc:
             log.warning("%s; the batches since the last commit will be delivered again", exc)
         finally:
@@ -262,6 +341,8 @@ class Monitor:
         messages = transport.poll(max_records=m.max_batch_records, timeout_ms=m.max_wait_ms)
         self.assignment = frozenset(transport.assignment())
         self._settle(transport)  # the earlier batches' records were acknowledged during the poll, as a rule
+        self._publish_control(transport)
+        self._take_up_model()  # between batches: this one is scored whole by the new model
         if messages:
             self._unsettled.append(self._process(transport, messages))
         if time.monotonic() >= self._next_probe:
@@ -276,7 +357,9 @@ class Monitor:
             transport.produce(k.alert_topic, alert.value, key=alert.key)
         for letter in result.dead_letters:
             transport.produce(k.dead_letter_topic, letter.value, key=letter.key, headers=letter.headers)
-        return _Unsettled(next_offsets(messages), result, len(messages), time.perf_counter() - started)
+        result.seconds = time.perf_counter() - started
+        result.offsets = next_offsets(messages)
+        return _Unsettled(result.offsets, result)
 
     def _settle(self, transport: Transport, wait: bool = False) -> None:
         """Commit the processed batches whose alerts and dead letters are all acknowledged.
@@ -301,9 +384,11 @@ class Monitor:
             transport.commit(offsets, wait=False)
             self._committed_unconfirmed.update(offsets)
         for batch in batches:
-            self.metrics.observe_batch(batch.result, batch.size, batch.seconds)
-            self.totals.update(events=batch.size, scored=batch.result.scored, alerts=len(batch.result.alerts),
-                               dead_letters=len(batch.result.dead_letters), batches=1)
+            result = batch.result
+            for observer in self.observers:
+                observer.on_batch(result)
+            self.totals.update(events=result.size, scored=result.scored, alerts=len(result.alerts),
+                               dead_letters=len(result.dead_letters), batches=1)
 
     def _probe(self, transport: Transport) -> None:
         """Measure the consumer lag; it is also how a silently lost broker shows (polls just return nothing)."""

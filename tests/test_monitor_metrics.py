@@ -13,10 +13,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.alerts import Alert
 from monitor.deadletter import DeadLetter
 from monitor.deadletter import DeadLetterReason
-from monitor.metrics import MetricsError, MetricsServer, MonitorMetrics, score_buckets
+from monitor.metrics import SCORE_RATIO_BUCKETS, MetricsError, MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult
 
-BANDS = {"warning": 2.0, "minor": 4.0, "major": 8.0, "critical": 16.0}
+
+class FakeBundle:
+    def __init__(self, threshold: float) -> None:
+        self.threshold = type("T", (), {"value": threshold})()
+
+
+def metrics_for(threshold: float = 1.0, version: str = "a", **kwargs) -> MonitorMetrics:
+    metrics = MonitorMetrics(build_version="x", **kwargs)
+    metrics.set_model(threshold=threshold, version=version, created_at=1_700_000_000.0)
+    return metrics
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -33,15 +42,16 @@ def status(url: str) -> int:
 
 
 def test_a_batch_is_counted_and_observed_under_prometheus_names():
-    metrics = MonitorMetrics(threshold=2.0, bands=BANDS, model_version="v7", build_version="1.2.3",
-                             fields=["bytes", "proto"])
+    metrics = MonitorMetrics(build_version="1.2.3", fields=["bytes", "proto"])
+    metrics.set_model(threshold=2.0, version="v7", created_at=1_700_000_000.0)
     result = BatchResult(
         alerts=[Alert("t/0/1", "warning", None, b"{}"), Alert("t/0/2", "critical", None, b"{}")],
         dead_letters=[DeadLetter(DeadLetterReason.INVALID_JSON, None, b"x", [])],
         scores=np.array([0.5, 2.5, 20.0]), event_lag=np.array([0.02, 0.2, np.nan]), unknown_fields=4,
         invalid_values=collections.Counter({"bytes": 2}),
+        bundle=FakeBundle(2.0), size=4, seconds=0.003,
     )
-    metrics.observe_batch(result, size=4, seconds=0.003)
+    metrics.on_batch(result)
     metrics.set_consumer_lag({0: 5, 1: 0})
     metrics.set_consumer_lag({1: 7})  # partition 0 was revoked
 
@@ -61,9 +71,9 @@ def test_a_batch_is_counted_and_observed_under_prometheus_names():
     assert value("anomon_unknown_fields_total") == 4
     assert value("anomon_invalid_values_total", field="bytes") == 2
     assert value("anomon_invalid_values_total", field="proto") == 0  # every schema field from the start
-    assert value("anomon_anomaly_score_count") == 3 and value("anomon_anomaly_score_sum") == 23.0
-    assert value("anomon_anomaly_score_bucket", le="2.0") == 1  # buckets fitted to the threshold
-    assert value("anomon_anomaly_score_bucket", le="16.0") == 2
+    assert value("anomon_score_ratio_count") == 3 and value("anomon_score_ratio_sum") == 11.5  # score / 2.0
+    assert value("anomon_score_ratio_bucket", le="1.0") == 1  # 1.0: the alert threshold
+    assert value("anomon_score_ratio_bucket", le="10.0") == 3
     assert value("anomon_batch_size_count") == 1 and value("anomon_batch_size_sum") == 4
     assert value("anomon_processing_seconds_count") == 1
     assert value("anomon_event_lag_seconds_count") == 2  # no event time, no observation
@@ -71,26 +81,44 @@ def test_a_batch_is_counted_and_observed_under_prometheus_names():
     assert value("anomon_consumer_lag_messages", partition="0") is None
     assert value("anomon_threshold") == 2.0
     assert value("anomon_model_info", version="v7") == 1
+    assert value("anomon_model_created_timestamp_seconds") == 1_700_000_000.0
+    assert value("anomon_model_reloads_total", result="loaded") == 0  # children exist from the start
+    assert value("anomon_model_reloads_total", result="refused") == 0
     assert value("anomon_build_info", version="1.2.3") == 1
 
 
-def test_score_buckets_bracket_the_threshold_and_the_severity_bands():
-    buckets = score_buckets(2.0, BANDS)
-    assert buckets == sorted(buckets)
-    assert {2.0, 4.0, 8.0, 16.0} <= set(buckets)
-    assert buckets[0] < 2.0 < buckets[-1]
+def test_a_new_model_replaces_the_model_series_and_keeps_the_score_buckets():
+    metrics = metrics_for(threshold=2.0, version="v1")
+    metrics.on_batch(BatchResult(scores=np.array([1.0, 3.0]), bundle=FakeBundle(2.0), size=2))
+    metrics.set_model(threshold=5.0, version="v2", created_at=1_800_000_000.0)
+    metrics.on_batch(BatchResult(scores=np.array([1.0, 6.0]), bundle=FakeBundle(5.0), size=2))
+    r = metrics.registry
+    assert r.get_sample_value("anomon_model_info", {"version": "v1"}) is None
+    assert r.get_sample_value("anomon_model_info", {"version": "v2"}) == 1
+    assert r.get_sample_value("anomon_threshold") == 5.0
+    assert r.get_sample_value("anomon_model_created_timestamp_seconds") == 1_800_000_000.0
+    bounds = [s.labels["le"] for f in r.collect() if f.name == "anomon_score_ratio" for s in f.samples
+              if s.name.endswith("_bucket")]
+    assert bounds == [*map(str, SCORE_RATIO_BUCKETS), "+Inf"]  # the same layout for every model
+    assert r.get_sample_value("anomon_score_ratio_bucket", {"le": "1.0"}) == 2  # 1/2 and 1/5, not 3/2 nor 6/5
+
+
+def test_drift_streams_exist_at_zero():
+    metrics = metrics_for()
+    metrics.add_drift_streams([("adwin", "_score"), ("kswin", "bytes")])
+    assert metrics.registry.get_sample_value("anomon_drift_detected_total", {"detector": "kswin", "field": "bytes"}) == 0
 
 
 def test_each_monitor_has_its_own_registry():
-    first = MonitorMetrics(threshold=1.0, model_version="a", build_version="x")
-    second = MonitorMetrics(threshold=1.0, model_version="b", build_version="x")  # no duplicate-name error
+    first = metrics_for(version="a")
+    second = metrics_for(version="b")  # no duplicate-name error
     first.events.labels("scored").inc()
     assert second.registry.get_sample_value("anomon_events_total", {"result": "scored"}) == 0
 
 
 def test_health_and_readiness_endpoints():
     ready = {"value": False}
-    metrics = MonitorMetrics(threshold=1.0, model_version="a", build_version="x")
+    metrics = metrics_for()
     with MetricsServer(metrics.registry, port=0, ready=lambda: ready["value"]) as server:
         assert status(server.url + "/healthz") == 200
         assert status(server.url + "/readyz") == 503
@@ -101,7 +129,7 @@ def test_health_and_readiness_endpoints():
 
 
 def test_a_taken_port_is_reported_in_one_line():
-    metrics = MonitorMetrics(threshold=1.0, model_version="a", build_version="x")
+    metrics = metrics_for()
     with MetricsServer(metrics.registry, port=0) as server:
         with pytest.raises(MetricsError, match=f"metrics: cannot listen on 127.0.0.1:{server.port}"):
             MetricsServer(metrics.registry, port=server.port).start()

@@ -198,10 +198,9 @@ def test_metrics_endpoint_counts_everything(kafka_broker):
     for reason, n in Counter(reason for _, reason in BAD_INPUT).items():
         assert value("anomon_dead_letter_total", reason=reason) == n
     assert value("anomon_unknown_fields_total") == 10
-    assert value("anomon_anomaly_score_count") == 300
-    assert value("anomon_anomaly_score_sum") == pytest.approx(batch.scores.sum(), rel=1e-4)
-    assert value("anomon_anomaly_score_bucket", le=repr(bundle.threshold.value)) == np.sum(
-        batch.scores <= bundle.threshold.value)
+    assert value("anomon_score_ratio_count") == 300
+    assert value("anomon_score_ratio_sum") == pytest.approx(batch.scores.sum() / bundle.threshold.value, rel=1e-4)
+    assert value("anomon_score_ratio_bucket", le="1.0") == np.sum(batch.scores <= bundle.threshold.value)
     assert value("anomon_batch_size_sum") == len(values)
     assert value("anomon_batch_size_count") == value("anomon_processing_seconds_count") >= 1
     assert value("anomon_event_lag_seconds_count") == 300

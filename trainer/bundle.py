@@ -58,6 +58,7 @@ class ScoredBatch:
     invalid: list[tuple[str, str] | None]
     event_times: np.ndarray | None = None  # epoch seconds when the schema has a timestamp field
     unreadable: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    inputs: np.ndarray | None = None  # the encoded records (n, encoder width), float32
 
     def __iter__(self):
         return iter((self.scores, self.contributions))
@@ -116,7 +117,7 @@ class Bundle:
         contributions = contributions.astype(np.float64) + self.threshold.value * encoded.excess
         contributions[~encoded.valid] = np.nan
         return ScoredBatch(contributions.sum(axis=1), contributions, output, encoded.invalid, encoded.event_times,
-                           encoded.unreadable)
+                           encoded.unreadable, encoded.X)
 
     def reconstruction(self, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
         """Reconstructed inputs of `rows` (category slots as probabilities); only rows shown need it."""

@@ -82,6 +82,7 @@ class KafkaConfig:
     input_topic: str = "anomon.events"
     alert_topic: str = "anomon.alerts"
     dead_letter_topic: str = "anomon.dead-letter"
+    control_topic: str = "anomon.control"  # drift events, model reloads and refusals (JSON)
     group_id: str = "anomon"
     client_id: str = "anomon"
     partitions: int = 4
@@ -113,6 +114,60 @@ class MonitorConfig:
     invalid_values: Literal["score", "dead_letter"] = "score"
 
 
+DRIFT_DETECTORS = ("adwin", "kswin", "page_hinkley")
+DriftDetector = Literal["adwin", "kswin", "page_hinkley"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftFieldConfig:
+    """Drift settings of one stream (a field, or the score); None takes the ``drift`` section's value."""
+
+    enabled: bool = True
+    detector: DriftDetector | None = None
+    params: dict[str, int | float | str] | None = None  # River constructor arguments
+    window: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """Drift detection in the monitor (see `monitor.drift`).
+
+    Every stream is fed window aggregates of `window` events; `params` are passed to the River
+    detector (River's defaults otherwise).  A detection counts only when the aggregate moved by
+    at least `min_shift` standard deviations (z-score streams), `min_rate_shift` (the unseen/rare
+    share) or `min_divergence_shift` bits (Jensen-Shannon divergence): small, statistically
+    significant wobbles are not drift.  After a detection the stream's detector starts afresh
+    and stays silent for `cooldown_windows` windows.
+    """
+
+    enabled: bool = True
+    detector: DriftDetector = "adwin"
+    params: dict[str, int | float | str] = dataclasses.field(default_factory=dict)
+    window: int = 200
+    min_shift: float = 0.5
+    min_rate_shift: float = 0.02
+    min_divergence_shift: float = 0.02
+    cooldown_windows: int = 50
+    score: DriftFieldConfig = DriftFieldConfig()
+    fields: dict[str, DriftFieldConfig] = dataclasses.field(default_factory=dict)
+
+    def stream(self, name: str | None) -> tuple[bool, str, dict[str, int | float | str], int]:
+        """(enabled, detector, params, window) of a field's stream, or of the score's with None."""
+        own = self.score if name is None else self.fields.get(name, DriftFieldConfig())
+        return (self.enabled and own.enabled, own.detector or self.detector,
+                dict(self.params if own.params is None else own.params), own.window or self.window)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    """``manual``: `anomon retrain` only; ``auto``: a confirmed drift retrains in a separate process."""
+
+    mode: Literal["manual", "auto"] = "manual"
+    min_records: int = 20_000  # records after the drift to train on
+    cooldown_s: float = 3600.0  # at least this long between automatic retrainings
+    keep_versions: int = 5  # versions kept under models/NAME/versions (CURRENT always is)
+
+
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
     host: str = "127.0.0.1"
@@ -129,6 +184,8 @@ class Config:
     kafka: KafkaConfig = KafkaConfig()
     monitor: MonitorConfig = MonitorConfig()
     metrics: MetricsConfig = MetricsConfig()
+    drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @property
     def timestamp_field(self) -> str | None:
@@ -159,6 +216,8 @@ _SECTIONS = {
     "kafka": KafkaConfig,
     "monitor": MonitorConfig,
     "metrics": MetricsConfig,
+    "drift": DriftConfig,
+    "retrain": RetrainConfig,
 }
 
 
@@ -261,6 +320,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             choices = ", ".join(map(str, args))
             raise ConfigError(f"config: '{where}' must be one of {choices}, got '{value}'")
         return value
+    if dataclasses.is_dataclass(hint):
+        return _build_section(hint, value, where, environ={})
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: '{where}' must be a mapping, got {_describe(value)}")
+        return {str(k): _check_type(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"config: '{where}' must be a list, got {_describe(value)}")
@@ -305,7 +370,16 @@ def _check_ranges(config: Config) -> None:
         (config.kafka.partitions >= 1, "kafka.partitions", "at least 1"),
         (config.monitor.max_batch_records >= 1, "monitor.max_batch_records", "at least 1"),
         (0 <= config.metrics.port < 65536, "metrics.port", "a port number"),
+        (config.drift.window >= 1, "drift.window", "at least 1"),
+        (all((f.window or 1) >= 1 for f in (config.drift.score, *config.drift.fields.values())),
+         "drift.fields.*.window", "at least 1"),
+        (config.drift.cooldown_windows >= 0, "drift.cooldown_windows", "at least 0"),
+        (config.retrain.min_records >= 10, "retrain.min_records", "at least 10"),
+        (config.retrain.keep_versions >= 1, "retrain.keep_versions", "at least 1"),
     ]
+    unknown = sorted(set(config.drift.fields) - {f.name for f in config.fields})
+    if unknown:
+        raise ConfigError(f"config: 'drift.fields.{unknown[0]}' is not in 'fields'")
     for ok, key, wanted in checks:
         if not ok:
             raise ConfigError(f"config: '{key}' must be {wanted}")

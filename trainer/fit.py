@@ -26,6 +26,7 @@ import torch
 from trainer.autoencoder import FieldLoss, build_autoencoder, default_layers
 from trainer.bundle import Bundle, range_adjusted
 from trainer.config import Config
+from trainer.drift import REFERENCE_KEY, Reference
 from trainer.encoding import Encoder, EncodingError
 from trainer.progress import log, progress
 from trainer.threshold import calibrate
@@ -62,6 +63,9 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
     calibration = range_adjusted(calibration, encoded.excess[split["calibration"].numpy()].sum(axis=1))
     t = config.threshold
     threshold = calibrate(calibration, t.method, t.target_rate, t.margin, t.tail_fraction)
+    # What drift detection compares live traffic with (trainer.drift): every valid record, and the
+    # held-out scores (training records' scores are lower, and not by the same amount at every hour).
+    reference = Reference.fit(encoder, encoded.X[valid], (encoded.X[split["calibration"].numpy()], calibration))
     training = {
         "records": len(records),
         "rejected": int((~valid).sum()),
@@ -73,6 +77,7 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
         "history": history,
         "threshold": threshold.value,
         "seconds": round(time.perf_counter() - started, 3),
+        REFERENCE_KEY: reference.to_dict(),
     }
     log(f"trained in {training['seconds']:.1f} s: {len(history)} epochs, "
         f"validation loss {training['best_validation_loss']:.4f}, threshold {threshold.value:.4g}", verbose)
