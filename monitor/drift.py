@@ -56,7 +56,7 @@ from monitor.metrics import MonitorMetrics
 from monitor.pipeline import BatchResult
 from trainer.bundle import Bundle
 from trainer.config import Config
-from trainer.drift import SCORE, Reference, day_features
+from trainer.drift import SCORE, NumericReference, Reference, day_features
 from trainer.errors import AnomonError
 
 log = logging.getLogger(__name__)
@@ -210,18 +210,21 @@ class DriftObserver:
                 streams.append(_Stream(name or SCORE, statistic, detector, params, window, min_shift, values,
                                        aggregate))
 
+        def clipped(z: np.ndarray) -> np.ndarray:
+            return np.clip(z, -Z_CLIP, Z_CLIP)[:, None]
+
         if reference is None or reference.score is None:
             log.warning("model %s has no drift reference (trained before anomon stored one): only the "
                         "score stream is watched, against its own start", bundle.version)
             add(None, "log_score", lambda r, F: np.log(np.maximum(r.scores, 1e-300))[:, None])
         else:
-            add(None, "log_score_z",
-                lambda r, F: np.clip(reference.score_z(F, r.scores), -Z_CLIP, Z_CLIP)[:, None])
+            add(None, "log_score_z", lambda r, F: clipped(reference.score_z(F, r.scores)))
         for name, ref in (reference.fields.items() if reference else ()):
-            if hasattr(ref, "column"):
-                add(name, "mean_z", lambda r, F, name=name: np.clip(reference.z(name, F, r.encoded), -Z_CLIP, Z_CLIP)[:, None])
+            if isinstance(ref, NumericReference):
+                add(name, "mean_z", lambda r, F, name=name: clipped(reference.z(name, F, r.encoded)))
             else:
-                add(name, "unseen_rate", lambda r, F, ref=ref: (r.encoded[:, ref.stop - 1] - ref.probabilities(F)[:, -1])[:, None])
+                add(name, "unseen_rate", lambda r, F, ref=ref: (r.encoded[:, ref.stop - 1]
+                                                                 - ref.probabilities(F)[:, -1])[:, None])
                 add(name, "js_divergence", lambda r, F, ref=ref: np.concatenate(
                     [r.encoded[:, ref.start:ref.stop], ref.probabilities(F)], axis=1), _divergence)
         self._streams = streams

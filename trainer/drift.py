@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.encoding import CategoricalEncoder, Encoder, OTHER, TimestampEncoder
+from trainer.encoding import Encoder, OTHER, TimestampEncoder
 
 REFERENCE_KEY = "drift_reference"  # where `fit` stores the reference in the bundle's training summary
 SCORE = "_score"  # the score's stream name (and its `anomon_drift_detected_total` field label)
@@ -127,7 +127,7 @@ def _hourly(F: np.ndarray, residual: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Numeric:
+class NumericReference:
     column: int
     indicator: int | None  # missing-indicator column, None for required fields
     mean: np.ndarray  # coefficients on the seasonal features
@@ -147,7 +147,7 @@ class _Numeric:
 
 
 @dataclass
-class _Categorical:
+class CategoricalReference:
     start: int
     stop: int
     categories: list[str]  # slot names; the last is OTHER (unseen or rare)
@@ -165,7 +165,8 @@ class Reference:
     Baselines take ``day_features(...)[:, :seasonal]``.
     """
 
-    def __init__(self, seasonal: int, fields: dict[str, _Numeric | _Categorical], score: _Numeric | None):
+    def __init__(self, seasonal: int, fields: dict[str, NumericReference | CategoricalReference],
+                 score: NumericReference | None):
         self.seasonal = seasonal  # seasonal features used: 1 (none), 5 (daily) or 7 (daily and weekly)
         self.fields = fields
         self.score = score
@@ -175,7 +176,7 @@ class Reference:
         """From the encoded training records `X`; `scores`: (encoded rows, their scores)."""
         seasonal = seasonal_columns(day_features(encoder, X))
         F = day_features(encoder, X)[:, :seasonal]
-        fields: dict[str, _Numeric | _Categorical] = {}
+        fields: dict[str, NumericReference | CategoricalReference] = {}
         for e, block in zip(encoder.encoders_, encoder.blocks):
             kind = e.spec.type
             if kind in ("numeric", "boolean"):
@@ -185,7 +186,7 @@ class Reference:
                     fields[e.spec.name] = numeric
             elif kind == "categorical":
                 Y = X[:, block.start:block.stop].astype(np.float64)
-                fields[e.spec.name] = _Categorical(block.start, block.stop, [*e.categories_, OTHER],
+                fields[e.spec.name] = CategoricalReference(block.start, block.stop, [*e.categories_, OTHER],
                                                    _fit(F, Y), Y.mean(axis=0))
         score = None
         if scores is not None:
@@ -209,27 +210,29 @@ class Reference:
         return (np.log(np.maximum(scores, 1e-300)) - mean) / std
 
     def to_dict(self) -> dict[str, Any]:
-        def numeric(n: _Numeric) -> dict[str, Any]:
+        def numeric(n: NumericReference) -> dict[str, Any]:
             return {"kind": "numeric", "column": n.column, "indicator": n.indicator, "mean": n.mean.tolist(),
-                    "hourly": n.hourly.tolist(), "var": n.var.tolist(), "quantiles": n.quantiles.tolist(), "var_floor": n.var_floor}
+                    "hourly": n.hourly.tolist(), "var": n.var.tolist(), "quantiles": n.quantiles.tolist(),
+                    "var_floor": n.var_floor}
 
-        def categorical(c: _Categorical) -> dict[str, Any]:
+        def categorical(c: CategoricalReference) -> dict[str, Any]:
             return {"kind": "categorical", "start": c.start, "stop": c.stop, "categories": c.categories,
                     "coef": c.coef.tolist(), "frequencies": c.frequencies.tolist()}
 
         return {"seasonal": self.seasonal,
-                "fields": {name: numeric(r) if isinstance(r, _Numeric) else categorical(r)
+                "fields": {name: numeric(r) if isinstance(r, NumericReference) else categorical(r)
                            for name, r in self.fields.items()},
                 "score": numeric(self.score) if self.score is not None else None}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> Reference:
-        def numeric(d: dict[str, Any]) -> _Numeric:
-            return _Numeric(d["column"], d["indicator"], np.array(d["mean"]), np.array(d["hourly"]),
+        def numeric(d: dict[str, Any]) -> NumericReference:
+            return NumericReference(d["column"], d["indicator"], np.array(d["mean"]), np.array(d["hourly"]),
                             np.array(d["var"]), np.array(d["quantiles"]), d["var_floor"])
 
         fields = {name: numeric(d) if d["kind"] == "numeric" else
-                  _Categorical(d["start"], d["stop"], d["categories"], np.array(d["coef"]), np.array(d["frequencies"]))
+                  CategoricalReference(d["start"], d["stop"], d["categories"], np.array(d["coef"]),
+                                       np.array(d["frequencies"]))
                   for name, d in state["fields"].items()}
         return cls(state["seasonal"], fields, numeric(state["score"]) if state.get("score") else None)
 
@@ -240,7 +243,7 @@ class Reference:
         return cls.from_dict(state) if state else None
 
 
-def _numeric(F: np.ndarray, X: np.ndarray, column: int, indicator: int | None) -> _Numeric | None:
+def _numeric(F: np.ndarray, X: np.ndarray, column: int, indicator: int | None) -> NumericReference | None:
     present = np.ones(len(X), bool) if indicator is None else X[:, indicator] == 0
     if present.sum() < 10:
         return None
@@ -251,7 +254,7 @@ def _numeric(F: np.ndarray, X: np.ndarray, column: int, indicator: int | None) -
     residual = y - Fp @ mean - hourly[hour_of_day(Fp)]
     var = _fit(Fp, residual**2)
     floor = max(1e-3 * float(residual.var()), 1e-12)
-    return _Numeric(column, indicator, mean, hourly, var, np.quantile(residual, _QUANTILES), floor)
+    return NumericReference(column, indicator, mean, hourly, var, np.quantile(residual, _QUANTILES), floor)
 
 
 # -- the batch report -----------------------------------------------------------------------------
@@ -281,8 +284,10 @@ def wasserstein(reference_quantiles: np.ndarray, values: np.ndarray) -> float:
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between two distributions.
 
-    >>> js_distance(np.array([0.5, 0.5]), np.array([0.5, 0.5])), round(js_distance(np.array([1.0, 0]), np.array([0, 1.0])), 6)
-    (0.0, 1.0)
+    >>> js_distance(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    0.0
+    >>> round(js_distance(np.array([1.0, 0]), np.array([0, 1.0])), 6)
+    1.0
     """
     p, q = p / p.sum(), q / q.sum()
     m = (p + q) / 2
@@ -296,8 +301,8 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 def drift_report(encoder: Encoder, reference: Reference, chunks: Iterable[list[dict[str, Any]]]) -> dict[str, Any]:
     """Per field: the records of `chunks` against `reference`, de-seasonalised; see the module docstring."""
-    residuals: dict[str, list[np.ndarray]] = {n: [] for n, r in reference.fields.items() if isinstance(r, _Numeric)}
-    observed = {n: np.zeros(len(r.categories)) for n, r in reference.fields.items() if isinstance(r, _Categorical)}
+    residuals: dict[str, list[np.ndarray]] = {n: [] for n, r in reference.fields.items() if isinstance(r, NumericReference)}
+    observed = {n: np.zeros(len(r.categories)) for n, r in reference.fields.items() if isinstance(r, CategoricalReference)}
     expected = {n: np.zeros(len(r.categories)) for n in observed for r in [reference.fields[n]]}
     n_records = 0
     for chunk in chunks:
@@ -341,11 +346,12 @@ def drift_report(encoder: Encoder, reference: Reference, chunks: Iterable[list[d
             "reference": dict(zip(ref.categories, np.round(expected[name] / expected[name].sum(), 4).tolist())),
             "current": dict(zip(ref.categories, np.round(counts / counts.sum(), 4).tolist())),
         }
-    return {"records": n_records, "seasonal": reference.seasonal, "thresholds": {"psi": PSI_DRIFT, "jensen_shannon": JS_DRIFT},
-            "fields": fields, "drifted": sorted(n for n, f in fields.items() if f["drift"])}
+    return {"records": n_records, "seasonal": reference.seasonal,
+            "thresholds": {"psi": PSI_DRIFT, "jensen_shannon": JS_DRIFT}, "fields": fields,
+            "drifted": sorted(n for n, f in fields.items() if f["drift"])}
 
 
-def _raw(encoder: Encoder, name: str, ref: _Numeric, residual: float) -> float:
+def _raw(encoder: Encoder, name: str, ref: NumericReference, residual: float) -> float:
     """A de-seasonalised encoded value in the field's own units, at the day's average baseline."""
     e = encoder.encoder_for(name)
     t = (residual + float(ref.mean[0])) * getattr(e, "scale_", 1.0) + getattr(e, "center_", 0.0)
