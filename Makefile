@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean deploy-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,13 @@ $(BIN)/python:
 demo: .stamp-install
 	$(BIN)/anomon demo
 
-test: .stamp-install
+# promtool, amtool and prometheus for the deploy/ checks (Debian's packages; CI runs as root).
+deploy-tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v prometheus >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager; }
+
+test: .stamp-install deploy-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
