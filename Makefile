@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean deploy-tools
+.PHONY: demo test bench bench-quality clean deploy-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: .stamp-install deploy-tools
 
 bench: .stamp-install
 	$(BIN)/python bench/nsl_kdd.py
+
+bench-quality: .stamp-install
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) .stamp-install models reports
