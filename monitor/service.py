@@ -57,15 +57,14 @@ from monitor.alerts import iso_time
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
 from monitor.transport import (
-    CommitFailed,
-    KafkaPythonTransport,
-    Message,
     SECURITY_SETTINGS,
+    CommitFailed,
+    Message,
     Offsets,
     Transport,
     TransportError,
     TransportUnavailable,
-    ensure_topics,
+    client,
     next_offsets,
 )
 from trainer.bundle import Bundle, anomon_version
@@ -80,17 +79,18 @@ class MonitorError(AnomonError):
     """The monitor cannot start (e.g. a model trained for other fields)."""
 
 
-def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
-    """Create the monitor's missing topics, then a kafka-python transport from ``config.kafka``.
+def kafka_transport(config: Config, **overrides: Any) -> Transport:
+    """Create the monitor's missing topics, then a transport of the ``kafka.client`` library from ``config.kafka``.
 
-    `overrides` are passed to `KafkaPythonTransport` (e.g. ``bootstrap_timeout_ms``).
+    `overrides` are passed to the transport (e.g. ``bootstrap_timeout_ms``).
     """
     k = config.kafka
+    library = client(k.client)
     security = kafka_security(k)
-    ensure_topics(k.bootstrap_servers, {topic: k.partitions for topic in
-                                        (k.input_topic, k.alert_topic, k.dead_letter_topic, k.control_topic)},
-                  client_id=f"{k.client_id}-admin",
-                  bootstrap_timeout_ms=overrides.get("bootstrap_timeout_ms", 10_000), **security)
+    library.ensure_topics(k.bootstrap_servers, {topic: k.partitions for topic in
+                                                (k.input_topic, k.alert_topic, k.dead_letter_topic, k.control_topic)},
+                          client_id=f"{k.client_id}-admin",
+                          bootstrap_timeout_ms=overrides.get("bootstrap_timeout_ms", 10_000), **security)
     settings = {
         "bootstrap_servers": k.bootstrap_servers,
         "group_id": k.group_id,
@@ -101,15 +101,15 @@ def kafka_transport(config: Config, **overrides: Any) -> KafkaPythonTransport:
         "max_message_bytes": config.monitor.max_message_bytes,
         # A fetch the broker holds longer than a batch may wait only adds latency: on tansu,
         # kafka-python's 500 ms gave a produce-to-poll p50 of 80-120 ms, 50 ms gave 15 ms.
-        "consumer_config": {"fetch_max_wait_ms": config.monitor.max_wait_ms, **overrides.pop("consumer_config", {})},
+        "fetch_max_wait_ms": config.monitor.max_wait_ms,
         **security,
         **overrides,
     }
-    return KafkaPythonTransport(**settings)
+    return library.transport(**settings)
 
 
 def kafka_security(kafka: KafkaConfig) -> dict[str, Any]:
-    """The security settings of ``config.kafka`` that are set, as kafka-python keyword arguments."""
+    """The security settings of ``config.kafka`` that are set, as transport keyword arguments."""
     return {name: getattr(kafka, name) for name in SECURITY_SETTINGS if getattr(kafka, name) is not None}
 
 

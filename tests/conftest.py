@@ -1,4 +1,4 @@
-"""Shared fixtures: one embedded Kafka broker per test session, unique topic names."""
+"""Shared fixtures: one embedded Kafka broker per test session, unique topic names, each Kafka client."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from monitor.broker import EmbeddedBroker
+from monitor.transport import CLIENTS
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,9 @@ def unique_topic() -> Callable[[str], str]:
         return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
     return make
+
+
+@pytest.fixture(params=CLIENTS)
+def client_name(request) -> str:
+    """Each Kafka client library in turn (``kafka.client``): a test taking it runs once per library."""
+    return request.param

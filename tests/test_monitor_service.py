@@ -106,9 +106,9 @@ def stop_process(process: subprocess.Popen) -> None:
 
 # 0 unsettled batches: every batch waits for its records to be acknowledged before the next poll.
 @pytest.mark.parametrize("max_unsettled_batches", [64, 0])
-def test_events_in_exactly_the_expected_alerts_out(kafka_broker, max_unsettled_batches):
+def test_events_in_exactly_the_expected_alerts_out(kafka_broker, max_unsettled_batches, client_name):
     servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
-    config = make_config(servers)
+    config = make_config(servers, client=client_name)
     events = live_events(600)
     expected, borderline = expected_alerts(bundle, events, config.kafka.input_topic)
     assert len(expected) >= 10
@@ -137,9 +137,9 @@ def test_events_in_exactly_the_expected_alerts_out(kafka_broker, max_unsettled_b
         assert alert["model_version"] == bundle.version
 
 
-def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(kafka_broker):
+def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(kafka_broker, client_name):
     servers = kafka_broker.bootstrap_servers
-    config = make_config(servers)
+    config = make_config(servers, client=client_name)
     good = encode(live_events(2))
     values = [good[0], *(value for value, _ in BAD_INPUT), good[1]]
     keys = [f"key-{i}".encode() for i in range(len(values))]
@@ -211,9 +211,9 @@ def test_metrics_endpoint_counts_everything(kafka_broker):
     assert [k for k in samples if k[0] == "anomon_build_info"]
 
 
-def test_two_monitors_in_a_group_split_partitions_and_score_each_event_once(kafka_broker):
+def test_two_monitors_in_a_group_split_partitions_and_score_each_event_once(kafka_broker, client_name):
     servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
-    config = make_config(servers, partitions=4)
+    config = make_config(servers, partitions=4, client=client_name)
     events = live_events(400)
     expected, borderline = expected_alerts(bundle, events, config.kafka.input_topic, partitions=4)
     everything = {(config.kafka.input_topic, p) for p in range(4)}
@@ -262,9 +262,9 @@ class AcknowledgesOnCue:
         self.transport.commit(offsets, wait=wait)
 
 
-def test_after_a_rebalance_a_monitor_commits_only_the_partitions_it_still_owns(kafka_broker):
+def test_after_a_rebalance_a_monitor_commits_only_the_partitions_it_still_owns(kafka_broker, client_name):
     servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
-    config = make_config(servers, partitions=4)
+    config = make_config(servers, partitions=4, client=client_name)
     k = config.kafka
     events = live_events(200)
     acknowledged = threading.Event()
@@ -315,9 +315,10 @@ Monitor(config, Bundle.load(sys.argv[2]), transport_factory=lambda: HangsAtCommi
 """
 
 
-def test_a_monitor_killed_before_committing_loses_nothing_and_repeats_the_same_alert_ids(kafka_broker, tmp_path):
+def test_a_monitor_killed_before_committing_loses_nothing_and_repeats_the_same_alert_ids(kafka_broker, tmp_path,
+                                                                                         client_name):
     servers, bundle = kafka_broker.bootstrap_servers, traffic_bundle()
-    raw = config_dict(servers)
+    raw = config_dict(servers, client=client_name)
     config, config_path = config_from_dict(raw, environ={}), write_config(tmp_path, raw)
     k = config.kafka
     events = live_events(300, anomaly_rate=0.1)
@@ -396,12 +397,12 @@ def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(kafka_broker, tm
     assert want <= alerts
 
 
-def test_monitor_recovers_by_itself_when_the_broker_comes_back():
+def test_monitor_recovers_by_itself_when_the_broker_comes_back(client_name):
     bundle = traffic_bundle()
     broker = EmbeddedBroker().start()
     servers, port = broker.bootstrap_servers, broker.port
     restarted = EmbeddedBroker(port=port)  # same address; in-memory storage, so an empty broker
-    config = make_config(servers)
+    config = make_config(servers, client=client_name)
     k = config.kafka
     monitor = Monitor(config, bundle, lag_interval_s=0.3, backoff=Backoff(0.2, 1.0), flush_timeout_s=3,
                       transport_factory=lambda: kafka_transport(config, bootstrap_timeout_ms=1000,

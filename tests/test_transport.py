@@ -1,5 +1,8 @@
 """Integration tests of the Kafka layer against the embedded broker, over TCP.
 
+Every test of the transport runs once per client library (`CLIENTS`: kafka-python and
+confluent-kafka), with the same assertions: the semantics are the same whichever is configured.
+
 The embedded broker (tansu) reports wrong end offsets, so these tests never
 use ``end_offsets``: they read until the expected keys arrived, then keep
 reading a little longer to catch duplicates. Group joins take
@@ -23,15 +26,18 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from monitor.broker import EmbeddedBroker, EmbeddedBrokerError
 from monitor.transport import (
+    SECURITY_SETTINGS,
+    Client,
     DeliveryFailed,
-    KafkaPythonTransport,
     Message,
+    Producer,
     Record,
     Transport,
     TransportUnavailable,
-    ensure_topics,
+    client,
     next_offsets,
 )
+from monitor.transport.confluent import LIBRDKAFKA_SECURITY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -40,8 +46,14 @@ FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 # -- helpers ------------------------------------------------------------------
 
 
-def make_transport(broker: EmbeddedBroker, group: str, topic: str, **config) -> KafkaPythonTransport:
-    return KafkaPythonTransport(
+@pytest.fixture
+def kafka_client(client_name) -> Client:
+    """Each client library in turn."""
+    return client(client_name)
+
+
+def make_transport(kafka_client: Client, broker: EmbeddedBroker, group: str, topic: str, **config) -> Transport:
+    return kafka_client.transport(
         bootstrap_servers=broker.bootstrap_servers, group_id=group, input_topic=topic,
         **{**FAST_GROUP, **config},
     )
@@ -58,7 +70,7 @@ def produce(broker: EmbeddedBroker, topic: str, keys: list[str], partitions: int
         producer.close()
 
 
-def read_until(transport: KafkaPythonTransport, count: int, *, timeout_s: float = 20, idle_s: float = 1.0) -> list[Message]:
+def read_until(transport: Transport, count: int, *, timeout_s: float = 20, idle_s: float = 1.0) -> list[Message]:
     """Poll until ``count`` messages arrived, then ``idle_s`` more to catch extras."""
     messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
@@ -105,12 +117,12 @@ def wait_for(condition, timeout_s: float) -> bool:
 # -- topics -------------------------------------------------------------------
 
 
-def test_ensure_topics_creates_missing_topics_and_is_idempotent(kafka_broker, unique_topic):
+def test_ensure_topics_creates_missing_topics_and_is_idempotent(kafka_client, kafka_broker, unique_topic):
     events, alerts = unique_topic("events"), unique_topic("alerts")
     servers = kafka_broker.bootstrap_servers
 
-    assert ensure_topics(servers, {events: 4, alerts: 1}) == {events, alerts}
-    assert ensure_topics(servers, {events: 4, alerts: 1}) == set()
+    assert kafka_client.ensure_topics(servers, {events: 4, alerts: 1}) == {events, alerts}
+    assert kafka_client.ensure_topics(servers, {events: 4, alerts: 1}) == set()
 
     consumer = KafkaConsumer(bootstrap_servers=servers)
     try:
@@ -120,20 +132,20 @@ def test_ensure_topics_creates_missing_topics_and_is_idempotent(kafka_broker, un
         consumer.close()
 
 
-def test_ensure_topics_rejects_unknown_security_setting(kafka_broker, unique_topic):
+def test_ensure_topics_rejects_unknown_security_setting(kafka_client, kafka_broker, unique_topic):
     with pytest.raises(TypeError, match="sasl_pasword"):
-        ensure_topics(kafka_broker.bootstrap_servers, {unique_topic(): 1}, sasl_pasword="x")
+        kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {unique_topic(): 1}, sasl_pasword="x")
 
 
 # -- produce / poll / commit ----------------------------------------------------
 
 
-def test_produce_then_poll_keeps_key_value_and_headers(kafka_broker, unique_topic):
+def test_produce_then_poll_keeps_key_value_and_headers(kafka_client, kafka_broker, unique_topic):
     topic = unique_topic("roundtrip")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
     headers = [("trace-id", b"abc123"), ("binary", bytes(range(256))), ("trace-id", b"second")]
 
-    with make_transport(kafka_broker, unique_topic("group"), topic) as transport:
+    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic) as transport:
         assert isinstance(transport, Transport)
         transport.produce(topic, b'{"x": 1.5}', key=b"sensor-7", headers=headers)
         transport.produce(topic, b"no-key")
@@ -148,65 +160,65 @@ def test_produce_then_poll_keeps_key_value_and_headers(kafka_broker, unique_topi
     assert second.key is None and second.value == b"no-key" and second.headers == []
 
 
-def test_commit_then_new_member_resumes_exactly_at_committed_offset(kafka_broker, unique_topic):
+def test_commit_then_new_member_resumes_exactly_at_committed_offset(kafka_client, kafka_broker, unique_topic):
     topic, group = unique_topic("resume"), unique_topic("group")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 2})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 2})
     first_batch = [f"a{i}" for i in range(10)]
     produce(kafka_broker, topic, first_batch, partitions=2)
 
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         messages = read_until(transport, 10, idle_s=0.3)
         assert sorted(keys_of(messages)) == sorted(first_batch)
         transport.commit(next_offsets(messages))
 
     second_batch = [f"b{i}" for i in range(6)]
     produce(kafka_broker, topic, second_batch, partitions=2)
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         resumed = read_until(transport, 6)
 
     assert sorted(keys_of(resumed)) == sorted(second_batch)  # nothing re-read, nothing lost
 
 
-def test_commit_without_waiting_is_sent_by_the_next_polls(kafka_broker, unique_topic):
+def test_commit_without_waiting_is_sent_by_the_next_polls(kafka_client, kafka_broker, unique_topic):
     topic, group = unique_topic("async"), unique_topic("group")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
     produce(kafka_broker, topic, [f"a{i}" for i in range(8)])
 
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         messages = read_until(transport, 8, idle_s=0.3)
         transport.commit(next_offsets(messages[:5]), wait=False)
         read_until(transport, 1, timeout_s=1, idle_s=0.3)  # polls: the commit goes out, its answer comes in
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         resumed = read_until(transport, 3)
 
     assert keys_of(resumed) == ["a5", "a6", "a7"]
 
 
-def test_uncommitted_messages_are_redelivered_to_a_new_member(kafka_broker, unique_topic):
+def test_uncommitted_messages_are_redelivered_to_a_new_member(kafka_client, kafka_broker, unique_topic):
     topic, group = unique_topic("redeliver"), unique_topic("group")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
     keys = [f"k{i}" for i in range(10)]
     produce(kafka_broker, topic, keys)
 
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         messages = read_until(transport, 10, idle_s=0.3)
         assert keys_of(messages) == keys
         transport.commit(next_offsets(messages[:4]))  # crash after processing only 4
 
-    with make_transport(kafka_broker, group, topic) as transport:
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
         redelivered = read_until(transport, 6)
 
     assert keys_of(redelivered) == keys[4:]
     assert [m.offset for m in redelivered] == list(range(4, 10))
 
 
-def test_rewind_rereads_everything_since_the_last_commit(kafka_broker, unique_topic):
+def test_rewind_rereads_everything_since_the_last_commit(kafka_client, kafka_broker, unique_topic):
     topic = unique_topic("rewind")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
     keys = [f"r{i}" for i in range(8)]
     produce(kafka_broker, topic, keys)
 
-    with make_transport(kafka_broker, unique_topic("group"), topic) as transport:
+    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic) as transport:
         messages = read_until(transport, 8, idle_s=0.2)
         transport.commit(next_offsets(messages[:3]))
         transport.rewind()  # as after a failed flush
@@ -216,9 +228,9 @@ def test_rewind_rereads_everything_since_the_last_commit(kafka_broker, unique_to
     assert keys_of(again) == keys[3:]
 
 
-def test_two_members_split_partitions_and_read_each_message_once(kafka_broker, unique_topic):
+def test_two_members_split_partitions_and_read_each_message_once(kafka_client, kafka_broker, unique_topic):
     topic, group = unique_topic("split"), unique_topic("group")
-    ensure_topics(kafka_broker.bootstrap_servers, {topic: 4})
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 4})
     stop = threading.Event()
     assignments: dict[str, set[tuple[str, int]]] = {}
     received: dict[str, list[Message]] = {"a": [], "b": []}
@@ -226,7 +238,7 @@ def test_two_members_split_partitions_and_read_each_message_once(kafka_broker, u
 
     def member(name: str) -> None:
         try:
-            with make_transport(kafka_broker, group, topic) as transport:
+            with make_transport(kafka_client, kafka_broker, group, topic) as transport:
                 while not stop.is_set():
                     batch = transport.poll(max_records=100, timeout_ms=200)
                     received[name].extend(batch)
@@ -269,35 +281,69 @@ def test_two_members_split_partitions_and_read_each_message_once(kafka_broker, u
     assert sorted(all_keys) == sorted(keys)  # every message, exactly once
 
 
+def test_commit_leaves_out_partitions_this_member_does_not_own(kafka_client, kafka_broker, unique_topic):
+    topic, other, group = unique_topic("owned"), unique_topic("other"), unique_topic("group")
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1, other: 1})
+    produce(kafka_broker, topic, ["t0"])
+    produce(kafka_broker, other, [f"o{i}" for i in range(3)])
+
+    with make_transport(kafka_client, kafka_broker, group, topic) as transport:
+        messages = read_until(transport, 1, idle_s=0.2)
+        transport.commit({**next_offsets(messages), (other, 0): 2})  # (other, 0) is not ours
+    with make_transport(kafka_client, kafka_broker, group, other) as transport:
+        resumed = read_until(transport, 3)
+
+    assert keys_of(resumed) == ["o0", "o1", "o2"]
+
+
+def test_producer_alone_delivers_and_reports_nothing_pending(kafka_client, kafka_broker, unique_topic):
+    topic = unique_topic("producer")
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    with kafka_client.producer(bootstrap_servers=kafka_broker.bootstrap_servers, linger_ms=5) as producer:
+        assert isinstance(producer, Producer)
+        for i in range(3000):  # more than the futures kafka-python's producer keeps unpruned
+            producer.produce(topic, b"%d" % i, key=b"k")
+        producer.flush(timeout_s=20)
+        assert producer.pending() == 0
+    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic) as transport:
+        messages = read_until(transport, 3000, idle_s=0.3)
+
+    assert [m.value for m in messages] == [b"%d" % i for i in range(3000)]
+
+
+def test_every_security_setting_has_a_librdkafka_name():
+    assert set(LIBRDKAFKA_SECURITY) == set(SECURITY_SETTINGS)
+
+
 # -- failures -------------------------------------------------------------------
 
 
-def test_unreachable_broker_raises_transport_unavailable_quickly(unique_topic):
+def test_unreachable_broker_raises_transport_unavailable_quickly(kafka_client, unique_topic):
     servers = f"127.0.0.1:{closed_port()}"
 
     started = time.monotonic()
     with pytest.raises(TransportUnavailable, match="cannot reach Kafka"):
-        KafkaPythonTransport(
+        kafka_client.transport(
             bootstrap_servers=servers, group_id="g", input_topic="t", bootstrap_timeout_ms=1000,
         )
     with pytest.raises(TransportUnavailable):
-        ensure_topics(servers, {unique_topic(): 1}, bootstrap_timeout_ms=1000)
+        kafka_client.ensure_topics(servers, {unique_topic(): 1}, bootstrap_timeout_ms=1000)
     assert time.monotonic() - started < 6
 
 
-def test_record_too_large_raises_delivery_failed_at_produce(kafka_broker, unique_topic):
+def test_record_too_large_raises_delivery_failed_at_produce(kafka_client, kafka_broker, unique_topic):
     topic = unique_topic("large")
-    with make_transport(kafka_broker, unique_topic("group"), topic, max_message_bytes=1000) as transport:
+    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic, max_message_bytes=1000) as transport:
         with pytest.raises(DeliveryFailed, match="could not queue"):
             transport.produce(topic, b"x" * 5000)
         transport.flush(timeout_s=5)  # nothing was queued, so nothing fails here
 
 
-def test_records_for_a_broker_that_is_gone_stay_pending_and_fail_the_flush(unique_topic):
+def test_records_for_a_broker_that_is_gone_stay_pending_and_fail_the_flush(kafka_client, unique_topic):
     topic = unique_topic("lost")
     with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers, {topic: 1})
-        transport = make_transport(broker, unique_topic("group"), topic, close_timeout_s=1)
+        kafka_client.ensure_topics(broker.bootstrap_servers, {topic: 1})
+        transport = make_transport(kafka_client, broker, unique_topic("group"), topic, close_timeout_s=1)
         transport.produce(topic, b"before")
         deadline = time.monotonic() + 10
         while transport.pending() and time.monotonic() < deadline:

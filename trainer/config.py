@@ -86,6 +86,7 @@ class KafkaConfig:
     group_id: str = "anomon"
     client_id: str = "anomon"
     partitions: int = 4
+    client: Literal["kafka-python", "confluent"] = "kafka-python"  # confluent: pip install 'anomon[confluent]'
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None

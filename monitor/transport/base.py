@@ -19,7 +19,7 @@ the loop catches and retries with backoff.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from trainer.errors import AnomonError
 
@@ -29,8 +29,11 @@ __all__ = [
     "SECURITY_SETTINGS",
     "Message",
     "Record",
+    "Producer",
     "Transport",
+    "Client",
     "next_offsets",
+    "security_settings",
     "TransportError",
     "TransportUnavailable",
     "DeliveryFailed",
@@ -117,15 +120,8 @@ class Record(NamedTuple):
 
 
 @runtime_checkable
-class Transport(Protocol):
-    """What the monitor loop needs from a Kafka client. One thread per instance."""
-
-    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
-        """Up to ``max_records`` messages, in partition then offset order.
-
-        Waits at most ``timeout_ms`` (longer only while joining the group).
-        """
-        ...
+class Producer(Protocol):
+    """The writing half of a `Transport`, alone: what `anomon replay` and the demo's traffic need."""
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
@@ -141,8 +137,27 @@ class Transport(Protocol):
         """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` if any failed."""
         ...
 
+    def close(self) -> None:
+        """Release connections, giving up on records still queued after a bounded wait."""
+        ...
+
+
+@runtime_checkable
+class Transport(Producer, Protocol):
+    """What the monitor loop needs from a Kafka client: a group member and a `Producer`. One thread per instance."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Message]:
+        """Up to ``max_records`` messages, in partition then offset order.
+
+        Returns as soon as messages are there, waiting at most ``timeout_ms`` for the first one
+        (longer only while joining the group).
+        """
+        ...
+
     def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
-        """Commit ``{(topic, partition): next offset to read}``.
+        """Commit ``{(topic, partition): next offset to read}`` for the partitions this member owns.
+
+        Offsets of other partitions are left out: a rebalance gave them to another member.
 
         With ``wait=False`` the commit is sent and not waited for: if it fails, that is logged,
         and those records are delivered again unless a later commit covers them.
@@ -164,6 +179,35 @@ class Transport(Protocol):
     def close(self) -> None:
         """Leave the group and release connections. Does not commit."""
         ...
+
+
+class Client(NamedTuple):
+    """One client library behind the seam (``kafka.client`` in the config names it).
+
+    Each takes the same keyword arguments whatever the library: see `KafkaPythonTransport`,
+    `KafkaPythonProducer` and `ensure_topics` in `monitor.transport.kafka_python`.
+    """
+
+    name: str
+    transport: Callable[..., Transport]
+    producer: Callable[..., Producer]
+    ensure_topics: Callable[..., set[str]]
+
+
+def security_settings(security: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``security`` that are set, by their `SECURITY_SETTINGS` names; unknown names refused.
+
+    >>> security_settings({"security_protocol": "SSL", "ssl_cafile": None})
+    {'security_protocol': 'SSL'}
+    >>> security_settings({"sasl_pasword": "x"})
+    Traceback (most recent call last):
+    ...
+    TypeError: unknown security settings: ['sasl_pasword']
+    """
+    unknown = set(security) - set(SECURITY_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown security settings: {sorted(unknown)}")
+    return {key: value for key, value in security.items() if value is not None}
 
 
 def next_offsets(messages: Iterable[Message]) -> Offsets:

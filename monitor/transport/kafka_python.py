@@ -34,7 +34,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from monitor.transport.base import (
-    SECURITY_SETTINGS,
+    Client,
     CommitFailed,
     DeliveryFailed,
     Headers,
@@ -42,12 +42,15 @@ from monitor.transport.base import (
     Offsets,
     TransportError,
     TransportUnavailable,
+    security_settings,
 )
 
-__all__ = ["KafkaPythonTransport", "ensure_topics"]
+__all__ = ["KafkaPythonTransport", "KafkaPythonProducer", "ensure_topics", "CLIENT"]
 
 log = logging.getLogger(__name__)
 
+# A producer drops its acknowledged futures once it holds this many (see `KafkaPythonProducer.produce`).
+_PRUNE_AT = 1024
 # Errors that mean "cannot reach / talk to the cluster right now": retry later.
 _UNREACHABLE = (
     kafka_errors.KafkaTimeoutError,
@@ -58,16 +61,121 @@ _UNREACHABLE = (
 )
 
 
-def _security_config(security: Mapping[str, Any]) -> dict[str, Any]:
-    """Security settings to pass to kafka-python: only the ones actually set."""
-    unknown = set(security) - set(SECURITY_SETTINGS)
-    if unknown:
-        raise TypeError(f"unknown security settings: {sorted(unknown)}")
-    return {key: value for key, value in security.items() if value is not None}
+class KafkaPythonProducer:
+    """`Producer` on kafka-python's ``KafkaProducer``: acks from all in-sync replicas, failures kept for `pending`.
+
+    Parameters
+    ----------
+    bootstrap_servers, client_id
+        As for `KafkaPythonTransport`.
+    security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password,
+    ssl_cafile, ssl_certfile, ssl_keyfile
+        Passed to the client when set; ``None`` keeps kafka-python's default.
+    linger_ms
+        How long a record may wait for others to share its request (batching).
+    max_message_bytes
+        Largest record produced.
+    bootstrap_timeout_ms
+        How long the constructor tries to reach the cluster before raising `TransportUnavailable`.
+    produce_block_ms
+        How long ``produce`` may block (metadata, full buffer) before failing.
+    close_timeout_s
+        Bound on ``close``, so shutting down with the broker gone does not hang.
+    producer_config
+        Extra kafka-python settings (e.g. ``{"compression_type": "zstd"}``), applied last.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        client_id: str = "anomon",
+        security_protocol: str | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        linger_ms: int = 0,
+        max_message_bytes: int = 1_048_576,
+        bootstrap_timeout_ms: int = 10_000,
+        produce_block_ms: int = 10_000,
+        close_timeout_s: float = 5.0,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._close_timeout_s = close_timeout_s
+        self._pending: list[Any] = []  # futures of records not known to be acknowledged
+        self._prune_at = _PRUNE_AT
+        self._closed = False
+        self._producer = _connect(KafkaProducer, {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "bootstrap_timeout_ms": bootstrap_timeout_ms,
+            **security_settings({
+                "security_protocol": security_protocol,
+                "sasl_mechanism": sasl_mechanism,
+                "sasl_plain_username": sasl_plain_username,
+                "sasl_plain_password": sasl_plain_password,
+                "ssl_cafile": ssl_cafile,
+                "ssl_certfile": ssl_certfile,
+                "ssl_keyfile": ssl_keyfile,
+            }),
+            "acks": "all",
+            "linger_ms": linger_ms,
+            "max_request_size": max_message_bytes,
+            "max_block_ms": produce_block_ms,
+            **(producer_config or {}),
+        })
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers or []))
+        except kafka_errors.KafkaError as exc:
+            # Never queued (too large, no metadata within produce_block_ms...):
+            # nothing is pending, the caller decides (dead-letter, retry, stop).
+            raise DeliveryFailed(f"could not queue record for {topic!r}: {exc}") from exc
+        self._pending.append(future)
+        if len(self._pending) >= self._prune_at:
+            # A producer nobody asks `pending` (replay) must not keep a future per record sent:
+            # drop the acknowledged ones, keep the failed ones for `pending` to report.
+            self._pending = [f for f in self._pending if not f.is_done or f.failed()]
+            self._prune_at = max(_PRUNE_AT, 2 * len(self._pending))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except kafka_errors.KafkaTimeoutError as exc:
+            # Records stay pending: a later flush may still see them succeed.
+            raise DeliveryFailed(f"flush timed out with {len(self._pending)} records pending: {exc}") from exc
+        self.pending()  # every record is done now: raises if one failed
+
+    def pending(self) -> int:
+        done = [future for future in self._pending if future.is_done]
+        if not done:
+            return len(self._pending)
+        self._pending = [future for future in self._pending if not future.is_done]
+        failed = [future.exception for future in done if future.failed()]
+        if failed:
+            raise DeliveryFailed(f"{len(failed)} of {len(done)} records were not delivered: {failed[0]}")
+        return len(self._pending)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _close_producer(self._producer, self._close_timeout_s)
+
+    def __enter__(self) -> "KafkaPythonProducer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class KafkaPythonTransport:
-    """`Transport` on kafka-python: one consumer (group member) and one producer.
+    """`Transport` on kafka-python: one consumer (group member) and one `KafkaPythonProducer`.
 
     Parameters
     ----------
@@ -88,6 +196,8 @@ class KafkaPythonTransport:
     max_poll_interval_ms
         Longest allowed gap between two ``poll`` calls before the member is
         considered stuck and its partitions are reassigned.
+    fetch_max_wait_ms
+        Longest the broker holds a fetch that finds no new records.
     max_message_bytes
         Largest record produced or fetched.
     auto_offset_reset
@@ -125,6 +235,7 @@ class KafkaPythonTransport:
         session_timeout_ms: int = 45_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
+        fetch_max_wait_ms: int = 500,
         max_message_bytes: int = 1_048_576,
         auto_offset_reset: str = "earliest",
         bootstrap_timeout_ms: int = 10_000,
@@ -142,44 +253,37 @@ class KafkaPythonTransport:
         self._commit_timeout_ms = commit_timeout_ms
         self._lag_timeout_ms = lag_timeout_ms
         self._close_timeout_s = close_timeout_s
-        self._pending: list[Any] = []  # futures of records produced since the last flush
         self._closed = False
 
-        common = {
+        security = security_settings({
+            "security_protocol": security_protocol,
+            "sasl_mechanism": sasl_mechanism,
+            "sasl_plain_username": sasl_plain_username,
+            "sasl_plain_password": sasl_plain_password,
+            "ssl_cafile": ssl_cafile,
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+        })
+        self._consumer = _connect(KafkaConsumer, {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
             "bootstrap_timeout_ms": bootstrap_timeout_ms,
-            **_security_config({
-                "security_protocol": security_protocol,
-                "sasl_mechanism": sasl_mechanism,
-                "sasl_plain_username": sasl_plain_username,
-                "sasl_plain_password": sasl_plain_password,
-                "ssl_cafile": ssl_cafile,
-                "ssl_certfile": ssl_certfile,
-                "ssl_keyfile": ssl_keyfile,
-            }),
-        }
-        consumer_settings = {
-            **common,
+            **security,
             "group_id": group_id,
             "enable_auto_commit": False,  # offsets are committed only after a successful flush
             "auto_offset_reset": auto_offset_reset,
             "session_timeout_ms": session_timeout_ms,
             "heartbeat_interval_ms": heartbeat_interval_ms,
             "max_poll_interval_ms": max_poll_interval_ms,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
             "max_partition_fetch_bytes": max(max_message_bytes, 1_048_576),
             **(consumer_config or {}),
-        }
-        producer_settings = {
-            **common,
-            "acks": "all",
-            "max_request_size": max_message_bytes,
-            "max_block_ms": produce_block_ms,
-            **(producer_config or {}),
-        }
-        self._consumer = _connect(KafkaConsumer, consumer_settings)
+        })
         try:
-            self._producer = _connect(KafkaProducer, producer_settings)
+            self._producer = KafkaPythonProducer(
+                bootstrap_servers=bootstrap_servers, client_id=client_id, **security,
+                max_message_bytes=max_message_bytes, bootstrap_timeout_ms=bootstrap_timeout_ms,
+                produce_block_ms=produce_block_ms, close_timeout_s=close_timeout_s, producer_config=producer_config)
         except BaseException:
             self._consumer.close(autocommit=False)
             raise
@@ -197,12 +301,16 @@ class KafkaPythonTransport:
         return [r for tp in sorted(batches) for r in batches[tp]]  # partition order, then offset order
 
     def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
-        if not offsets:
-            return
+        # Only partitions this member owns: a batch read before a rebalance must not overwrite
+        # the offsets committed by the partition's new owner.
+        owned = self._consumer.assignment()
         to_commit = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            tp: OffsetAndMetadata(offset, "", -1)
             for (topic, partition), offset in offsets.items()
+            if (tp := TopicPartition(topic, partition)) in owned
         }
+        if not to_commit:
+            return
         try:
             if wait:
                 self._consumer.commit(to_commit, timeout_ms=self._commit_timeout_ms)
@@ -258,36 +366,18 @@ class KafkaPythonTransport:
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
-    # -- writing --------------------------------------------------------------
+    # -- writing: the producer's -----------------------------------------------
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
-        try:
-            future = self._producer.send(topic, value=value, key=key, headers=list(headers or []))
-        except kafka_errors.KafkaError as exc:
-            # Never queued (too large, no metadata within produce_block_ms...):
-            # nothing is pending, the caller decides (dead-letter, retry, stop).
-            raise DeliveryFailed(f"could not queue record for {topic!r}: {exc}") from exc
-        self._pending.append(future)
+        self._producer.produce(topic, value, key=key, headers=headers)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except kafka_errors.KafkaTimeoutError as exc:
-            # Records stay pending: a later flush may still see them succeed.
-            raise DeliveryFailed(f"flush timed out with {len(self._pending)} records pending: {exc}") from exc
-        self.pending()  # every record is done now: raises if one failed
+        self._producer.flush(timeout_s)
 
     def pending(self) -> int:
-        done = [future for future in self._pending if future.is_done]
-        if not done:
-            return len(self._pending)
-        self._pending = [future for future in self._pending if not future.is_done]
-        failed = [future.exception for future in done if future.failed()]
-        if failed:
-            raise DeliveryFailed(f"{len(failed)} of {len(done)} records were not delivered: {failed[0]}")
-        return len(self._pending)
+        return self._producer.pending()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -296,7 +386,7 @@ class KafkaPythonTransport:
             return
         self._closed = True
         try:
-            _close_producer(self._producer, self._close_timeout_s)
+            self._producer.close()
         finally:
             # autocommit=False: only explicit commits after a successful flush count.
             self._consumer.close(autocommit=False, timeout_ms=int(self._close_timeout_s * 1000))
@@ -371,7 +461,7 @@ def ensure_topics(
         "client_id": client_id,
         "bootstrap_timeout_ms": bootstrap_timeout_ms,
         "request_timeout_ms": request_timeout_ms,
-        **_security_config(security),
+        **security_settings(security),
     })
     try:
         response = admin.create_topics(
@@ -399,3 +489,6 @@ def ensure_topics(
                 f"cannot create topic {result['name']!r}: {error.__name__}: {result['error_message']}"
             )
     return created
+
+
+CLIENT = Client("kafka-python", KafkaPythonTransport, KafkaPythonProducer, ensure_topics)
