@@ -25,7 +25,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TextIO
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from monitor.broker import EmbeddedBroker
 from monitor.metrics import MetricsError, MetricsServer
@@ -33,7 +33,7 @@ from monitor.replay import Replayer
 from monitor.service import Monitor, stop_on_signals
 from monitor.resources import DEMO_CONFIG
 from monitor.traffic import HISTORY_START, NORMAL, SITE_SEED, live_stream, week_of_history
-from monitor.transport import ensure_topics
+from monitor.transport import client
 from trainer.bundle import Bundle
 from trainer.config import Config, load_config
 from trainer.fit import fit
@@ -161,8 +161,8 @@ class _Demo:
             self.say(f"anomon demo: embedded Kafka broker at {broker.bootstrap_servers}")
             bundle = self.train(config)
             k = config.kafka
-            ensure_topics(broker.bootstrap_servers, {t: k.partitions for t in
-                                                     (k.input_topic, k.alert_topic, k.dead_letter_topic)})
+            client(k.client).ensure_topics(broker.bootstrap_servers, {t: k.partitions for t in
+                                                                      (k.input_topic, k.alert_topic, k.dead_letter_topic)})
             monitor = Monitor(config, bundle)
             with self.metrics_server(monitor, config) as server:
                 self.say(f"metrics: {server.url}/metrics   (also {server.url}/readyz)")
@@ -192,7 +192,7 @@ class _Demo:
         monitor_thread.start()
         watcher = AlertWatcher(servers, k.alert_topic, k.partitions, self.scoreboard)
         watcher.start()
-        producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+        producer = client(k.client).producer(bootstrap_servers=servers, linger_ms=5)
         replayer = Replayer(config, rate=self.rate)
         sender = threading.Thread(target=replayer.send, name="demo-traffic",
                                   args=(producer, live_traffic(self.scoreboard, self.stop, self.rate)))

@@ -3,7 +3,9 @@
 Each record is sent as one JSON message, keyed by the config's ``key`` field when set.  A
 record without a value in the schema's timestamp field gets the time it is sent, so the
 monitor's event lag means something.  ``--rate`` paces sending (events per second, on a fixed
-schedule); ``--loop`` starts over at the end of the file until interrupted.
+schedule); ``--loop`` starts over at the end of the file until interrupted.  Records go through
+the transport seam (the `monitor.transport.Producer` of the ``kafka.client`` library):
+acknowledged by all in-sync replicas, batched for up to 5 ms.
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-
 from monitor.alerts import iso_time, key_bytes
 from monitor.service import kafka_security
-from monitor.transport import TransportError, ensure_topics
+from monitor.transport import Producer
+from monitor.transport import client as kafka_client
 from trainer.config import Config, load_config
 from trainer.data import count_lines, iter_records
 from trainer.progress import progress
@@ -58,7 +58,7 @@ class Replayer:
         key = record.get(self.config.key) if self.config.key else None
         return (None if key is None else key_bytes(key)), json.dumps(record).encode()
 
-    def send(self, producer: KafkaProducer, records: Iterator[dict[str, Any]]) -> int:
+    def send(self, producer: Producer, records: Iterator[dict[str, Any]]) -> int:
         """Send `records` (paced by `rate`) and flush; returns how many were sent (also in `sent`)."""
         started, first = time.perf_counter(), self.sent
         for record in records:
@@ -68,7 +68,7 @@ class Replayer:
                 if delay > 0:
                     time.sleep(delay)
             key, value = self.encode(record)
-            producer.send(self.topic, value=value, key=key)
+            producer.produce(self.topic, value, key=key)
             self.sent += 1
         producer.flush()
         return self.sent - first
@@ -79,18 +79,15 @@ def send_records(config: Config, records: Iterable[dict[str, Any]], *, topic: st
     """Send `records` with a `Replayer` over a new producer (creating the topic if missing), then close.
 
     Ctrl-C stops sending; what was sent by then is delivered.  Returns the replayer (its `sent`).
-    `client` names the Kafka client: ``<kafka.client_id>-<client>``.
+    `client` names the Kafka client: ``<kafka.client_id>-<client>``; the library is ``kafka.client``'s.
     """
     replayer = Replayer(config, topic=topic, rate=rate)
     k = config.kafka
+    library = kafka_client(k.client)
     security = kafka_security(k)
     client_id = f"{k.client_id}-{client}"
-    ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=client_id, **security)
-    try:
-        producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, client_id=client_id,
-                                 acks="all", linger_ms=5, **security)
-    except KafkaError as exc:
-        raise TransportError(f"{client}: cannot reach Kafka at {k.bootstrap_servers}: {exc}") from None
+    library.ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=client_id, **security)
+    producer = library.producer(bootstrap_servers=k.bootstrap_servers, client_id=client_id, linger_ms=5, **security)
     try:
         replayer.send(producer, iter(records))
     except KeyboardInterrupt:

@@ -23,9 +23,9 @@ def write_jsonl(path, records):
     return path
 
 
-def test_replay_sends_every_record_keyed_and_stamps_missing_event_times(kafka_broker, tmp_path, capsys):
+def test_replay_sends_every_record_keyed_and_stamps_missing_event_times(kafka_broker, tmp_path, capsys, client_name):
     servers = kafka_broker.bootstrap_servers
-    raw = config_dict(servers)
+    raw = config_dict(servers, client=client_name)
     topic = raw["kafka"]["input_topic"] + "-replay"
     events = live_events(30)
     for event in events[:10]:
