@@ -28,15 +28,13 @@ from importlib.resources import as_file
 from pathlib import Path
 from typing import Any
 
+from monitor.demo import TRAINING_EVENTS
 from monitor.replay import send_records
 from monitor.resources import DEMO_CONFIG
 from monitor.service import stop_on_signals
 from monitor.traffic import NORMAL, live_stream, week_of_history
 from trainer.config import Config, load_config
 from trainer.datasets import write_jsonl
-
-HISTORY_EVENTS = 40_000  # as many as the demo trains on
-
 
 def generate_history(out: str | Path, *, count: int, anomaly_rate: float) -> int:
     """Write `count` events of the fixed week (`monitor.traffic.week_of_history`) to `out`."""
@@ -72,7 +70,7 @@ def run_generate(*, config_path: str | Path | None, rate: float, anomaly_rate: f
                  seconds: float | None, count: int | None, out: str | Path | None) -> int:
     """`anomon generate` (its defaults are the command line's); returns the exit status."""
     if out is not None:
-        written = generate_history(out, count=HISTORY_EVENTS if count is None else count,
+        written = generate_history(out, count=TRAINING_EVENTS if count is None else count,
                                    anomaly_rate=anomaly_rate)
         print(f"wrote {written:,} events to {out}")
         return 0

