@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 
 from monitor.deadletter import RECORD_OVERHEAD_BYTES
 from monitor.transport import Message
@@ -53,6 +54,28 @@ def iso_time(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+def iso_times(seconds: np.ndarray) -> list[str | None]:
+    """`iso_time` of each element, in one numpy call (NaN gives None).
+
+    >>> t = np.array([0.25, np.nan, 1764600127.092, 1764600127.0999996])
+    >>> iso_times(t) == [iso_time(s) for s in t]
+    True
+    """
+    finite = np.isfinite(seconds)
+    # To the microsecond first, as datetime does, then truncated to the millisecond as isoformat does.
+    micros = np.rint(np.where(finite, seconds, 0.0) * 1e6).astype("datetime64[us]")
+    text = np.char.add(np.datetime_as_string(micros.astype("datetime64[ms]"), unit="ms"), "Z").tolist()
+    return text if finite.all() else [t if ok else None for t, ok in zip(text, finite.tolist())]
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON: orjson, or the json module for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 class AlertBuilder:
     """Builds the alert records of the anomalous rows of a scored batch.
 
@@ -77,36 +100,45 @@ class AlertBuilder:
         """One alert per row of `rows`; None where even an alert without its event is too large.
 
         `event_times` holds the events' own times in epoch seconds, NaN where unknown (the Kafka
-        record time is used instead).
+        record time is used instead).  Everything per alert is computed for all rows at once (the
+        explanations, the times) and the JSON is encoded with orjson: an alert storm costs little
+        more per event than a quiet stream (`bench/score_path.py`).
         """
         scores = batch.scores[rows]
-        severities = bundle.threshold.severity(scores)
-        record_scores = bundle.threshold.record_score(scores)
+        severities = bundle.threshold.severity(scores).tolist()
+        record_scores = bundle.threshold.record_score(scores).tolist()
         explanations = bundle.explain(records, batch, rows, top=self.top_contributions)
+        times = event_times[rows]
+        for k in np.flatnonzero(~np.isfinite(times)).tolist():
+            times[k] = _kafka_time(messages[rows[k]])
+        event_time = iso_times(times)
         detected = iso_time(detected_at)
         threshold = float(bundle.threshold.value)
+        version = bundle.version
+        limit = self.max_message_bytes
         alerts: list[Alert | None] = []
-        for k, row in enumerate(rows):
+        for k, (row, score) in enumerate(zip(rows.tolist(), scores.tolist())):
             message = messages[row]
-            alert_id = f"{message.topic}/{message.partition}/{message.offset}"
-            body = {
+            topic, partition, offset = message.topic, message.partition, message.offset
+            alert_id = f"{topic}/{partition}/{offset}"
+            head = _dumps({
                 "alert_id": alert_id,
-                "event_time": iso_time(event_times[row] if np.isfinite(event_times[row]) else _kafka_time(message)),
+                "event_time": event_time[k],
                 "detected_at": detected,
-                "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                "score": float(scores[k]),
+                "source": {"topic": topic, "partition": partition, "offset": offset},
+                "score": score,
                 "threshold": threshold,
-                "record_score": float(record_scores[k]),
+                "record_score": record_scores[k],
                 "severity": severities[k],
-                "model_version": bundle.version,
+                "model_version": version,
                 "contributions": explanations[k],
-            }
-            head = json.dumps(body, separators=(",", ":")).encode()
+            })
             key = self._key(records[row], message)
             size = len(head) + len(key or b"") + RECORD_OVERHEAD_BYTES
-            if size + len(message.value) <= self.max_message_bytes:
-                value = b"".join((head[:-1], b',"event":', message.value, b"}"))
-            elif size <= self.max_message_bytes:
+            event = message.value
+            if size + len(event) <= limit:  # the event as received, spliced in rather than re-encoded
+                value = b"".join((head[:-1], b',"event":', event, b"}"))
+            elif size <= limit:
                 value = head[:-1] + b',"event":null}'
             else:
                 alerts.append(None)

@@ -132,40 +132,44 @@ class Bundle:
                 top: int = 5) -> list[list[dict[str, Any]]]:
         """Top fields of each row in `rows`: field, share of the score, actual and expected value.
 
-        Unreadable values (scored as missing) are always listed, with ``"invalid": true``.
+        Unreadable values (scored as missing) are always listed, with ``"invalid": true``.  The
+        ranking, the shares and the expected values are computed for all rows at once: the
+        monitor explains every alert of a batch in one call.
         """
         rows = np.asarray(rows, dtype=int)
         if rows.size == 0:
             return []
         blocks = self.encoder.blocks
         errors = batch.contributions[rows]
-        orders = np.argsort(-errors, axis=1, kind="stable")[:, :top].tolist()
+        order = np.argsort(-errors, axis=1, kind="stable")[:, :top]
+        totals = errors.sum(axis=1, keepdims=True)
+        shares = np.divide(np.take_along_axis(errors, order, axis=1), totals,
+                           out=np.zeros(order.shape), where=totals > 0)
+        orders, share_rows = order.tolist(), shares.tolist()
+        unread: dict[int, set[str]] = {}
         if batch.unreadable:
             column = {name: j for j, name in enumerate(self.field_names)}
             for k, row in enumerate(rows.tolist()):
-                unread = [column[name] for name, _ in batch.unreadable.get(row, ())]
-                orders[k] += [j for j in unread if j not in orders[k]]
+                listed = [name for name, _ in batch.unreadable.get(row, ())]
+                if listed:
+                    unread[k] = set(listed)
+                    extra = [j for j in (column[name] for name in listed) if j not in orders[k]]
+                    orders[k] += extra
+                    share_rows[k] += [float(errors[k, j] / totals[k, 0]) if totals[k, 0] > 0 else 0.0 for j in extra]
         reconstruction = self.reconstruction(batch, rows)
         expected = {  # only for the fields shown: blocks and encoders are in the same order
             j: self.encoder.encoders_[j].expected(reconstruction[:, blocks[j].start : blocks[j].stop])
-            for j in {j for order in orders for j in order}
+            for j in set(np.unique(order).tolist()).union(*(orders[k] for k in unread))
         }
-        totals = errors.sum(axis=1)
+        names = [block.field for block in blocks]
         explanations = []
         for k, row in enumerate(rows.tolist()):
-            unread = {name for name, _ in batch.unreadable.get(row, ())}
-            items = []
-            for j in orders[k]:
-                name = blocks[j].field
-                item = {
-                    "field": name,
-                    "share": round(float(errors[k, j] / totals[k]), 4) if totals[k] > 0 else 0.0,
-                    "actual": _jsonable(records[row].get(name)),
-                    "expected": expected[j][k],
-                }
-                if name in unread:
+            record = records[row]
+            items = [{"field": names[j], "share": round(share, 4), "actual": _jsonable(record.get(names[j])),
+                      "expected": expected[j][k]} for j, share in zip(orders[k], share_rows[k])]
+            for item in items if k in unread else ():
+                if item["field"] in unread[k]:
                     item["invalid"] = True
-                items.append(item)
             explanations.append(items)
         return explanations
 
