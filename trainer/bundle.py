@@ -9,15 +9,20 @@ Layout of ``models/NAME`` (one directory per model, one sub-directory per traine
                                    threshold.json   # threshold, bands, calibration summary
                                    weights.pt       # state_dict, loaded with weights_only=True
 
-`Bundle.load` accepts either directory, verifies the sha256 of every file listed in the
-manifest and refuses a tampered or incompatible bundle with a one-line `BundleError`.
+`Bundle.save` writes a version under a temporary name in ``models/NAME`` and renames it into
+``versions/`` once complete, then replaces CURRENT atomically: a crash never leaves a partial
+version or pointer.  `Bundle.load` accepts either directory, reads each file once and verifies
+its sha256 against the manifest before using any of its bytes, and refuses a tampered bundle,
+one of a newer format, or an incompatible one with a one-line `BundleError`.  Bundles are data:
+JSON, and weights read with torch's ``weights_only`` unpickler, which loads tensors and nothing
+that runs code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +35,7 @@ import torch
 from trainer.autoencoder import FieldLoss, build_autoencoder
 from trainer.config import Config, ConfigError, config_from_dict
 from trainer.encoding import Encoder, VectorEncoder, valid_mask
+from trainer.files import atomic_directory, atomic_write_text
 from trainer.threshold import Threshold
 from trainer.errors import AnomonError
 
@@ -188,29 +194,31 @@ class Bundle:
         config_hash = self.config.schema_hash()
         version = f"{created:%Y%m%dT%H%M%S%fZ}-{config_hash[:8]}"
         target = directory / "versions" / version
-        target.mkdir(parents=True, exist_ok=False)
-        # Unsorted: the field order is the order of the encoded columns the weights expect.
-        _write_json(target / "config.json", self.config.schema_dict(), sort_keys=False)
-        _write_json(target / "encoder.json", self.encoder.state())
-        _write_json(target / "threshold.json", self.threshold.to_dict())
-        torch.save({"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict()},
-                   target / "weights.pt")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "created_at": created.isoformat(),
-            "config_hash": config_hash,
-            "fields": [{"name": f.name, "type": f.type} for f in self.config.fields],
-            "libraries": {"python": platform.python_version(), "torch": torch.__version__,
-                          "numpy": np.__version__, "anomon": anomon_version()},
-            "training": self.training,
-            "files": {name: _sha256(target / name) for name in _FILES},
-        }
-        _write_json(target / "manifest.json", manifest)
+        # Written under a temporary name and renamed once complete: a crash, a full disk or an
+        # error half-way leaves no version directory, and CURRENT still names the previous one.
+        with atomic_directory(target, staging=directory) as partial:
+            # Unsorted: the field order is the order of the encoded columns the weights expect.
+            _write_json(partial / "config.json", self.config.schema_dict(), sort_keys=False)
+            _write_json(partial / "encoder.json", self.encoder.state())
+            _write_json(partial / "threshold.json", self.threshold.to_dict())
+            # A state dict of tensors only: `load` reads it with torch's weights_only unpickler,
+            # which refuses anything but tensors and plain containers.
+            torch.save({"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict()},
+                       partial / "weights.pt")
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "created_at": created.isoformat(),
+                "config_hash": config_hash,
+                "fields": [{"name": f.name, "type": f.type} for f in self.config.fields],
+                "libraries": {"python": platform.python_version(), "torch": torch.__version__,
+                              "numpy": np.__version__, "anomon": anomon_version()},
+                "training": self.training,
+                "files": {name: _sha256((partial / name).read_bytes()) for name in _FILES},
+            }
+            _write_json(partial / "manifest.json", manifest)
         # Atomic pointer swap: a monitor reading CURRENT never sees a half-written name.
-        pointer = directory / "CURRENT.tmp"
-        pointer.write_text(version + "\n")
-        os.replace(pointer, directory / "CURRENT")
+        atomic_write_text(directory / "CURRENT", version + "\n")
         self.manifest, self.path = manifest, target
         return target
 
@@ -219,31 +227,31 @@ class Bundle:
         """Load a bundle from a model directory (its CURRENT version) or a version directory."""
         target = resolve_version(path)
         manifest = _read_json(target / "manifest.json")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"bundle: {target} has format version {manifest.get('format_version')!r}, "
-                              f"this anomon reads {FORMAT_VERSION}")
-        files = manifest.get("files", {})
-        for name in _FILES:
-            if name not in files:
-                raise BundleError(f"bundle: {target} manifest does not list {name}")
-            if not (target / name).is_file():
-                raise BundleError(f"bundle: {target} is missing {name}")
-            if _sha256(target / name) != files[name]:
-                raise BundleError(f"bundle: {target / name} does not match its sha256 in the manifest (tampered?)")
+        if not isinstance(manifest, dict):
+            raise BundleError(f"bundle: {target}/manifest.json is not a JSON object")
+        _check_format(target, manifest.get("format_version"))
+        # Each file is read once, its bytes checked against the manifest, and only those bytes are
+        # parsed: no byte is used before its hash is verified, and a file swapped after the check
+        # changes nothing.
+        data = _verified_files(target, manifest.get("files"))
         try:
-            config = config_from_dict(_read_json(target / "config.json"), environ={})
+            config = config_from_dict(_parse_json(target / "config.json", data["config.json"]), environ={})
         except ConfigError as exc:
             raise BundleError(f"bundle: {target} has an incompatible config ({exc})") from None
         if config.schema_hash() != manifest.get("config_hash"):
             raise BundleError(f"bundle: {target} config does not match the manifest's config hash")
-        encoder = Encoder(config.fields, config.encoding).load_state(_read_json(target / "encoder.json"))
-        weights = torch.load(target / "weights.pt", weights_only=True)
+        encoder = Encoder(config.fields, config.encoding).load_state(
+            _parse_json(target / "encoder.json", data["encoder.json"]))
+        try:
+            weights = torch.load(io.BytesIO(data["weights.pt"]), weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - the unpickler refuses code and unknown types this way
+            raise BundleError(f"bundle: {target}/weights.pt is not a plain state dict ({type(exc).__name__})") from None
         model = build_autoencoder(encoder.width, weights["layers"], config.model.activation, seed=0)
         try:
             model.load_state_dict(weights["state_dict"])
         except RuntimeError:
             raise BundleError(f"bundle: {target} weights do not fit the encoded width {encoder.width}") from None
-        threshold = Threshold.from_dict(_read_json(target / "threshold.json"))
+        threshold = Threshold.from_dict(_parse_json(target / "threshold.json", data["threshold.json"]))
         return cls(config, encoder, model, threshold, manifest=manifest, path=target)
 
 
@@ -297,12 +305,37 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _check_format(target: Path, format_version: Any) -> None:
+    """Refuse a manifest of another format: a newer one may store what this version cannot read."""
+    if format_version == FORMAT_VERSION:
+        return
+    if isinstance(format_version, int) and not isinstance(format_version, bool) and format_version > FORMAT_VERSION:
+        raise BundleError(f"bundle: {target} has format version {format_version}, newer than the {FORMAT_VERSION} "
+                          f"this anomon reads: upgrade anomon to load it")
+    raise BundleError(f"bundle: {target} has format version {format_version!r}, this anomon reads {FORMAT_VERSION}")
+
+
+def _verified_files(target: Path, files: Any) -> dict[str, bytes]:
+    """The bytes of every bundle file, each checked against its sha256 in the manifest."""
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle: {target} manifest has no 'files' mapping")
+    data = {}
+    for name in _FILES:
+        if name not in files:
+            raise BundleError(f"bundle: {target} manifest does not list {name}")
+        try:
+            data[name] = (target / name).read_bytes()
+        except FileNotFoundError:
+            raise BundleError(f"bundle: {target} is missing {name}") from None
+        except OSError as exc:
+            raise BundleError(f"bundle: cannot read {target / name}: {exc.strerror}") from None
+        if _sha256(data[name]) != files[name]:
+            raise BundleError(f"bundle: {target / name} does not match its sha256 in the manifest (tampered?)")
+    return data
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_json(path: Path, data: Any, sort_keys: bool = True) -> None:
@@ -311,8 +344,16 @@ def _write_json(path: Path, data: Any, sort_keys: bool = True) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"bundle: {path} does not exist") from None
-    except json.JSONDecodeError:
+    except OSError as exc:
+        raise BundleError(f"bundle: cannot read {path}: {exc.strerror}") from None
+    return _parse_json(path, data)
+
+
+def _parse_json(path: Path, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise BundleError(f"bundle: {path} is not valid JSON") from None
