@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import random
 import signal
@@ -57,7 +58,6 @@ from monitor.alerts import iso_time
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
 from monitor.transport import (
-    SECURITY_SETTINGS,
     CommitFailed,
     Message,
     Offsets,
@@ -68,9 +68,10 @@ from monitor.transport import (
     next_offsets,
 )
 from trainer.bundle import Bundle, anomon_version
-from trainer.config import Config, KafkaConfig, load_config
+from trainer.config import Config, KafkaConfig, effective_config, load_config
 from trainer.errors import AnomonError
 from trainer.fit import single_thread
+from trainer.secrets import redact_logging
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ def kafka_transport(config: Config, **overrides: Any) -> Transport:
 
 
 def kafka_security(kafka: KafkaConfig) -> dict[str, Any]:
-    """The security settings of ``config.kafka`` that are set, as transport keyword arguments."""
-    return {name: getattr(kafka, name) for name in SECURITY_SETTINGS if getattr(kafka, name) is not None}
+    """The security settings of ``config.kafka`` that are set, as transport keyword arguments (secrets revealed)."""
+    return kafka.client_security()
 
 
 def check_fields(config: Config, bundle: Bundle) -> None:
@@ -421,11 +422,19 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_monitor(config_path: str | Path, model_dir: str | Path) -> int:
-    """`anomon monitor`: run until SIGTERM/SIGINT; returns the exit status (0 after a clean stop)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines narrate every connection
+def run_monitor(config_path: str | Path, model_dir: str | Path, log_level: str = "INFO") -> int:
+    """`anomon monitor`: run until SIGTERM/SIGINT; returns the exit status (0 after a clean stop).
+
+    Every log line, the Kafka client's included, has the config's secrets replaced by ``***``;
+    the effective config (secrets redacted) is logged once at start.
+    """
     config = load_config(config_path)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging(config.secrets())
+    # Its INFO lines narrate every connection; at DEBUG it logs its configuration (redacted above).
+    logging.getLogger("kafka").setLevel(logging.DEBUG if logging.getLevelName(log_level) == logging.DEBUG
+                                        else logging.WARNING)
+    log.info("effective config: %s", json.dumps(effective_config(config), sort_keys=True))
     bundle = Bundle.load(model_dir)
     check_fields(config, bundle)
     monitor = Monitor(config, bundle)

@@ -54,13 +54,17 @@ def test_environment_overrides_scalars():
         "ANOMON_KAFKA_BOOTSTRAP_SERVERS": "broker:29092",
         "ANOMON_METRICS_PORT": "9200",
         "ANOMON_THRESHOLD_TARGET_RATE": "0.01",
+        "ANOMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "ANOMON_KAFKA_SASL_MECHANISM": "PLAIN",
+        "ANOMON_KAFKA_SASL_PLAIN_USERNAME": "monitor",
+        "ANOMON_KAFKA_SASL_PLAIN_PASSWORD": "123456",  # a YAML integer: kept as the text it is
     }
     cfg = config_from_dict(BASE, environ=env)
     assert cfg.kafka.bootstrap_servers == "broker:29092"
     assert cfg.metrics.port == 9200
     assert cfg.threshold.target_rate == 0.01
     assert cfg.kafka.sasl_mechanism == "PLAIN"
+    assert cfg.kafka.sasl_plain_password.reveal() == "123456"
 
 
 def test_environment_override_is_type_checked():

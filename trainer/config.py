@@ -5,6 +5,13 @@ types and reports the first problem as one line naming the key, e.g.
 ``config: unknown key 'kafka.bootsrap_servers'``.  Scalar settings can be overridden by
 environment variables named ``ANOMON_<SECTION>_<KEY>`` (``ANOMON_KAFKA_BOOTSTRAP_SERVERS``).
 
+Kafka security (``kafka.security_protocol`` PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL
+mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; SSL certificates) is checked as a whole.
+Passwords are `Secret` values: from the file, from ``ANOMON_KAFKA_SASL_PLAIN_PASSWORD``, or read
+from the file named by ``kafka.sasl_plain_password_file`` (likewise ``kafka.ssl_password_file``
+for the private key).  `effective_config` is the config as a mapping with every secret shown as
+``***``; `Config.secrets` lists the values for `trainer.secrets.RedactingFormatter`.
+
 >>> cfg = config_from_dict({"fields": {"bytes": "numeric", "proto": "categorical"}})
 >>> [f.type for f in cfg.fields]
 ['numeric', 'categorical']
@@ -26,6 +33,7 @@ from typing import Any, Literal
 
 import yaml
 from trainer.errors import AnomonError
+from trainer.secrets import REDACTED, Secret
 
 FIELD_TYPES = ("numeric", "categorical", "boolean", "vector", "timestamp", "ignore")
 
@@ -87,15 +95,34 @@ class KafkaConfig:
     client_id: str = "anomon"
     partitions: int = 4
     client: Literal["kafka-python", "confluent"] = "kafka-python"  # confluent: pip install 'anomon[confluent]'
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
-    sasl_plain_password: str | None = None
+    sasl_plain_password: Secret | None = None
+    sasl_plain_password_file: str | None = None  # read at load time into sasl_plain_password
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None  # of ssl_keyfile
+    ssl_password_file: str | None = None  # read at load time into ssl_password
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
+
+    def client_security(self) -> dict[str, Any]:
+        """The security settings as kafka-python keyword arguments, secrets revealed: for the client only.
+
+        Settings left unset are left out (kafka-python's defaults apply), and so is everything
+        about SSL or SASL when the protocol does not use it.
+        """
+        settings: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            settings.update(ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
+                            ssl_password=self.ssl_password)
+        if self.security_protocol.startswith("SASL_"):
+            settings.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_plain_username,
+                            sasl_plain_password=self.sasl_plain_password)
+        return {name: value.reveal() if isinstance(value, Secret) else value
+                for name, value in settings.items() if value is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +215,11 @@ class Config:
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
 
+    def secrets(self) -> list[str]:
+        """The values of every secret setting, for log redaction."""
+        k = self.kafka
+        return [s.reveal() for s in (k.sasl_plain_password, k.ssl_password) if s is not None]
+
     @property
     def timestamp_field(self) -> str | None:
         """The event-time field: the first field of type `timestamp`."""
@@ -254,9 +286,71 @@ def config_from_dict(raw: Any, environ: Mapping[str, str] | None = None) -> Conf
         name: _build_section(cls, raw.get(name) or {}, name, environ)
         for name, cls in _SECTIONS.items()
     }
+    sections["kafka"] = _read_secret_files(sections["kafka"])
     config = Config(fields=fields, key=key, **sections)
     _check_ranges(config)
+    _check_security(config.kafka)
     return config
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as a plain mapping, defaults and overrides applied, every secret as ``***``.
+
+    >>> cfg = config_from_dict({"fields": {"x": "numeric"}, "kafka": {"security_protocol": "SASL_SSL",
+    ...     "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "monitor"}},
+    ...     environ={"ANOMON_KAFKA_SASL_PLAIN_PASSWORD": "hunter2"})
+    >>> effective_config(cfg)["kafka"]["sasl_plain_password"], "hunter2" in json.dumps(effective_config(cfg))
+    ('***', False)
+    """
+    def plain(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return REDACTED
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def _read_secret_files(kafka: KafkaConfig) -> KafkaConfig:
+    """Fill the passwords named by ``*_password_file`` settings (one trailing newline dropped)."""
+    values = {}
+    for name in ("sasl_plain_password", "ssl_password"):
+        path = getattr(kafka, f"{name}_file")
+        if path is None:
+            continue
+        if getattr(kafka, name) is not None:
+            raise ConfigError(f"config: 'kafka.{name}' and 'kafka.{name}_file' are both set: keep one")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"config: cannot read 'kafka.{name}_file' {path}: {why}") from None
+        values[name] = Secret(text[:-1] if text.endswith("\n") else text)
+    return dataclasses.replace(kafka, **values) if values else kafka
+
+
+def _check_security(kafka: KafkaConfig) -> None:
+    """SASL settings only with a SASL protocol, and then complete; certificates only with SSL."""
+    protocol = kafka.security_protocol
+    sasl = {name: getattr(kafka, name) for name in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password")}
+    if protocol.startswith("SASL_"):
+        for name, value in sasl.items():
+            if value is None:
+                hint = " (or kafka.sasl_plain_password_file)" if name == "sasl_plain_password" else ""
+                raise ConfigError(f"config: 'kafka.security_protocol' {protocol} needs 'kafka.{name}'{hint}")
+    else:
+        for name, value in sasl.items():
+            if value is not None:
+                raise ConfigError(f"config: 'kafka.{name}' is set but 'kafka.security_protocol' is {protocol}, "
+                                  f"not SASL_PLAINTEXT or SASL_SSL")
+    if protocol not in ("SSL", "SASL_SSL"):
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+            if getattr(kafka, name) is not None:
+                raise ConfigError(f"config: 'kafka.{name}' is set but 'kafka.security_protocol' is {protocol}, "
+                                  f"not SSL or SASL_SSL")
 
 
 def _parse_fields(raw: Any) -> tuple[FieldSpec, ...]:
@@ -321,6 +415,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             choices = ", ".join(map(str, args))
             raise ConfigError(f"config: '{where}' must be one of {choices}, got '{value}'")
         return value
+    if hint is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"config: '{where}' must be str, got {type(value).__name__}")  # never the value
+        return Secret(value)
     if dataclasses.is_dataclass(hint):
         return _build_section(hint, value, where, environ={})
     if origin is dict:
@@ -344,7 +444,7 @@ def _coerce_env(text: str, hint: Any, env_name: str) -> Any:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
         value = text
-    if _accepts(hint, str) and not isinstance(value, str) and value is not None:
+    if (_accepts(hint, str) or _accepts(hint, Secret)) and not isinstance(value, str) and value is not None:
         value = text
     return _check_type(value, hint, env_name)
 

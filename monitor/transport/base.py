@@ -53,6 +53,7 @@ SECURITY_SETTINGS = (
     "ssl_cafile",
     "ssl_certfile",
     "ssl_keyfile",
+    "ssl_password",
 )
 
 

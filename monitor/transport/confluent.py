@@ -82,6 +82,7 @@ LIBRDKAFKA_SECURITY = {
     "ssl_cafile": "ssl.ca.location",
     "ssl_certfile": "ssl.certificate.location",
     "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
 }
 
 # Error codes that mean "cannot reach / talk to the cluster right now": retry later.
@@ -190,6 +191,7 @@ class ConfluentProducer:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_password: str | None = None,
         linger_ms: int = 0,
         max_message_bytes: int = 1_048_576,
         bootstrap_timeout_ms: int = 10_000,
@@ -212,6 +214,7 @@ class ConfluentProducer:
                 "ssl_cafile": ssl_cafile,
                 "ssl_certfile": ssl_certfile,
                 "ssl_keyfile": ssl_keyfile,
+            "ssl_password": ssl_password,
             }),
             "acks": "all",
             "enable.idempotence": True,
@@ -303,6 +306,7 @@ class ConfluentTransport:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_password: str | None = None,
         session_timeout_ms: int = 45_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
@@ -333,6 +337,7 @@ class ConfluentTransport:
             "ssl_cafile": ssl_cafile,
             "ssl_certfile": ssl_certfile,
             "ssl_keyfile": ssl_keyfile,
+            "ssl_password": ssl_password,
         }
         self._producer = ConfluentProducer(
             bootstrap_servers=bootstrap_servers, client_id=client_id, **security,

@@ -69,7 +69,7 @@ class KafkaPythonProducer:
     bootstrap_servers, client_id
         As for `KafkaPythonTransport`.
     security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password,
-    ssl_cafile, ssl_certfile, ssl_keyfile
+    ssl_cafile, ssl_certfile, ssl_keyfile, ssl_password
         Passed to the client when set; ``None`` keeps kafka-python's default.
     linger_ms
         How long a record may wait for others to share its request (batching).
@@ -97,6 +97,7 @@ class KafkaPythonProducer:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_password: str | None = None,
         linger_ms: int = 0,
         max_message_bytes: int = 1_048_576,
         bootstrap_timeout_ms: int = 10_000,
@@ -120,6 +121,7 @@ class KafkaPythonProducer:
                 "ssl_cafile": ssl_cafile,
                 "ssl_certfile": ssl_certfile,
                 "ssl_keyfile": ssl_keyfile,
+            "ssl_password": ssl_password,
             }),
             "acks": "all",
             "linger_ms": linger_ms,
@@ -188,7 +190,7 @@ class KafkaPythonTransport:
     client_id
         Shown in broker logs and metrics.
     security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password,
-    ssl_cafile, ssl_certfile, ssl_keyfile
+    ssl_cafile, ssl_certfile, ssl_keyfile, ssl_password
         Passed to both clients when set; ``None`` keeps kafka-python's default.
     session_timeout_ms, heartbeat_interval_ms
         Group membership timing. Lower values mean faster failover (and, on the
@@ -232,6 +234,7 @@ class KafkaPythonTransport:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_password: str | None = None,
         session_timeout_ms: int = 45_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
@@ -263,6 +266,7 @@ class KafkaPythonTransport:
             "ssl_cafile": ssl_cafile,
             "ssl_certfile": ssl_certfile,
             "ssl_keyfile": ssl_keyfile,
+            "ssl_password": ssl_password,
         })
         self._consumer = _connect(KafkaConsumer, {
             "bootstrap_servers": bootstrap_servers,
