@@ -4,14 +4,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench bench-quality clean deploy-tools
+.PHONY: demo test bench bench-quality clean deploy-tools constraints audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-.stamp-install: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[embedded,report,test]'
+# Versions pinned by constraints.txt: the same packages on every machine and in CI.
+.stamp-install: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[embedded,report,test]'
 	touch $@
 
 demo: .stamp-install
@@ -32,6 +33,17 @@ bench: .stamp-install
 
 bench-quality: .stamp-install
 	$(BIN)/python bench/quality.py
+
+# After a dependency change in pyproject.toml: re-pin what the venv resolved (review the diff).
+constraints: .stamp-install
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^#'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
+
+# Known vulnerabilities in the pinned versions. pip-audit asks an online database (PyPI/OSV), so this
+# needs network access; it is not part of `make test`.
+audit: .stamp-install
+	$(BIN)/pip install --quiet pip-audit
+	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip
 
 clean:
 	rm -rf $(VENV) .stamp-install models reports
