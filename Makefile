@@ -40,10 +40,10 @@ constraints: .stamp-install
 	mv constraints.tmp constraints.txt
 
 # Known vulnerabilities in the pinned versions. pip-audit asks an online database (PyPI/OSV), so this
-# needs network access; it is not part of `make test`.
+# needs network access (with --strict it fails when a package could not be checked); not part of `make test`.
 audit: .stamp-install
 	$(BIN)/pip install --quiet pip-audit
-	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip
+	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict
 
 clean:
 	rm -rf $(VENV) .stamp-install models reports
