@@ -5,7 +5,7 @@ context headers in the manner of Kafka Connect's ``errors.deadletterqueue.contex
 
     __anomon.errors.reason      a `DeadLetterReason`: invalid_utf8 | invalid_json | not_an_object
                                 | missing_required | wrong_type | non_finite | oversized
-                                | processing_error
+                                | processing_error | publish_refused
     __anomon.errors.message     what exactly was wrong, e.g. "field 'bytes': cannot read 'lots' as a number"
     __anomon.errors.topic       source topic
     __anomon.errors.partition   source partition
@@ -45,6 +45,9 @@ class DeadLetterReason(StrEnum):
     NON_FINITE = Problem.NON_FINITE.value
     OVERSIZED = "oversized"
     PROCESSING_ERROR = "processing_error"
+    # Not an event's fault: the broker refused an alert or dead letter for good, and this value-less
+    # letter stands in for it (see `monitor.setaside`).
+    PUBLISH_REFUSED = "publish_refused"
 
 
 @dataclass(frozen=True)

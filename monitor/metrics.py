@@ -39,6 +39,7 @@ from monitor.pipeline import BatchResult
 from trainer.errors import AnomonError
 from trainer.threshold import BANDS
 
+PUBLISH_KINDS = ("alert", "dead_letter", "control")  # what `monitor.setaside` counts
 # Seconds from event time to scoring: sub-second when live, minutes to hours when catching up.
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -125,6 +126,8 @@ class MonitorMetrics:
         self.alerts = Counter("anomon_alerts", "Alerts published, by severity.", ["severity"], registry=r)
         self.dead_letters = Counter("anomon_dead_letter", "Events sent to the dead-letter topic, by reason.",
                                     ["reason"], registry=r)
+        self.publish_failures = Counter("anomon_publish_failures", "Records the broker refused for good and that "
+                                        "were set aside, by kind.", ["kind"], registry=r)
         self.unknown_fields = Counter("anomon_unknown_fields", "Fields of scored events that the schema "
                                       "does not define (ignored).", registry=r)
         self.invalid_values = Counter("anomon_invalid_values", "Values that could not be read as their field's "
@@ -165,6 +168,8 @@ class MonitorMetrics:
             self.invalid_values.labels(name)
         for outcome in RELOAD_RESULTS:
             self.model_reloads.labels(outcome)
+        for kind in PUBLISH_KINDS:
+            self.publish_failures.labels(kind)
         self.build_info.info({"version": build_version})
         self._lag_partitions: set[int] = set()
         self._model_version: str | None = None

@@ -55,10 +55,13 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts import iso_time
+from monitor.deadletter import DeadLetterReason
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
+from monitor.setaside import SetAside
 from monitor.transport import (
     CommitFailed,
+    DeliveryRefused,
     Message,
     Offsets,
     Transport,
@@ -219,6 +222,9 @@ class Monitor:
                                created_at=model_created_at(bundle))
         self.drift = DriftObserver(config, bundle, emit=self.emit, metrics=self.metrics, clock=clock)
         self.observers: list[BatchObserver] = [self.metrics, self.drift, *observers]
+        k = config.kafka
+        kinds = {k.alert_topic: "alert", k.dead_letter_topic: "dead_letter", k.control_topic: "control"}
+        self.set_aside = SetAside(kinds, k.dead_letter_topic, count=self._count_set_aside)
         self.transport_factory = transport_factory or (lambda: kafka_transport(config))
         self.flush_timeout_s = flush_timeout_s
         self.max_unsettled_batches = max_unsettled_batches
@@ -370,8 +376,8 @@ class Monitor:
         flushed and every offset committed since the last confirmed commit is confirmed.
         """
         if wait or len(self._unsettled) > self.max_unsettled_batches:
-            transport.flush(self.flush_timeout_s)
-        elif not self._unsettled or transport.pending():
+            self._flush(transport)
+        elif not self._unsettled or self._pending(transport):
             return  # nothing to settle, or records still on their way: checked again after the next poll
         batches, self._unsettled = self._unsettled, []  # whatever happens next, never committed twice
         # Partitions a rebalance gave to another member are theirs to commit: ours could be older.
@@ -390,6 +396,34 @@ class Monitor:
                 observer.on_batch(result)
             self.totals.update(events=result.size, scored=result.scored, alerts=len(result.alerts),
                                dead_letters=len(result.dead_letters), batches=1)
+
+    def _flush(self, transport: Transport) -> None:
+        """Wait for every record; those refused for good are produced again or set aside, and waited for too.
+
+        Ends: a refused record is produced again at most `SetAside.max_attempts` times, then
+        replaced once by a smaller one, which is dropped if refused in turn.
+        """
+        while True:
+            try:
+                return transport.flush(self.flush_timeout_s)
+            except DeliveryRefused as exc:
+                self.set_aside.handle(transport, exc.refused)
+
+    def _pending(self, transport: Transport) -> int:
+        """Records not yet acknowledged; those refused for good are produced again or set aside.
+
+        After a refusal it reports 1 whatever is pending: the batches settle after the next poll.
+        """
+        try:
+            return transport.pending()
+        except DeliveryRefused as exc:
+            self.set_aside.handle(transport, exc.refused)
+            return 1
+
+    def _count_set_aside(self, kind: str, replaced: bool) -> None:
+        self.metrics.publish_failures.labels(kind).inc()
+        if replaced:
+            self.metrics.dead_letters.labels(DeadLetterReason.PUBLISH_REFUSED).inc()
 
     def _probe(self, transport: Transport) -> None:
         """Measure the consumer lag; it is also how a silently lost broker shows (polls just return nothing)."""

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import re
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from monitor.transport import (
     SECURITY_SETTINGS,
     Client,
     DeliveryFailed,
+    DeliveryRefused,
     Message,
     Producer,
     Record,
@@ -331,12 +333,26 @@ def test_unreachable_broker_raises_transport_unavailable_quickly(kafka_client, u
     assert time.monotonic() - started < 6
 
 
-def test_record_too_large_raises_delivery_failed_at_produce(kafka_client, kafka_broker, unique_topic):
-    topic = unique_topic("large")
-    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic, max_message_bytes=1000) as transport:
-        with pytest.raises(DeliveryFailed, match="could not queue"):
-            transport.produce(topic, b"x" * 5000)
-        transport.flush(timeout_s=5)  # nothing was queued, so nothing fails here
+def test_a_record_refused_for_good_is_reported_apart_and_the_others_are_delivered(kafka_client, kafka_broker,
+                                                                                 unique_topic):
+    topic = unique_topic("refused")
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 1})
+    with make_transport(kafka_client, kafka_broker, unique_topic("group"), topic, max_message_bytes=2000) as transport:
+        transport.produce(topic, b"small", key=b"a")
+        transport.produce(topic, b"x" * 5000, key=b"b", headers=[("h", b"1")])  # over max_message_bytes
+        transport.produce(topic, b"small too", key=b"c")
+        with pytest.raises(DeliveryRefused) as info:
+            transport.flush(10)
+        (refused,) = info.value.refused
+        assert refused[:4] == (topic, b"x" * 5000, b"b", (("h", b"1"),))
+        assert re.search(r"size_?too_?large", refused.error, re.IGNORECASE), refused.error
+        transport.flush(10)  # reported once; the others were delivered, not pending
+        assert transport.pending() == 0
+        batch: list = []
+        deadline = time.monotonic() + 20
+        while len(batch) < 2 and time.monotonic() < deadline:
+            batch += transport.poll(max_records=10, timeout_ms=200)
+    assert [m.value for m in batch] == [b"small", b"small too"]
 
 
 def test_records_for_a_broker_that_is_gone_stay_pending_and_fail_the_flush(kafka_client, unique_topic):

@@ -10,6 +10,10 @@ Delivery is at-least-once. The contract that makes it so:
 2. ``flush`` (or see ``pending`` reach 0 without waiting): it raises
    `DeliveryFailed` if any of those records was not acknowledged, and then
    the loop must **not** commit (call ``rewind`` to read the batch again);
+   it raises `DeliveryRefused` instead when the only failures are records
+   the broker refused for good (too large for the topic, invalid, not
+   authorised): re-reading would only repeat them, so the loop sets them
+   aside (`monitor.setaside`) and goes on;
 3. ``commit`` the next offset to read per partition (`next_offsets` computes
    it from the batch).
 
@@ -37,6 +41,8 @@ __all__ = [
     "TransportError",
     "TransportUnavailable",
     "DeliveryFailed",
+    "DeliveryRefused",
+    "Refused",
     "CommitFailed",
 ]
 
@@ -70,6 +76,29 @@ class TransportUnavailable(TransportError):
 
 class DeliveryFailed(TransportError):
     """One or more produced records were not acknowledged. Do not commit."""
+
+
+class Refused(NamedTuple):
+    """A produced record the broker refused for good, and its error: what `DeliveryRefused` lists."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers
+    error: str
+
+
+class DeliveryRefused(DeliveryFailed):
+    """Records the broker refused for good: the same bytes sent again would be refused again.
+
+    Unlike other delivery failures (an unreachable broker, a timeout) these are not worth a
+    reconnection.  They are no longer pending; `refused` lists them for the caller to retry a
+    bounded number of times or set aside.  Every other record is still pending or acknowledged.
+    """
+
+    def __init__(self, refused: list[Refused]) -> None:
+        super().__init__(f"{len(refused)} records refused for good, e.g. for {refused[0].topic!r}: {refused[0].error}")
+        self.refused = refused
 
 
 class CommitFailed(TransportError):
@@ -127,15 +156,19 @@ class Producer(Protocol):
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
-        """Queue a record. Raises `DeliveryFailed` if it cannot even be queued."""
+        """Queue a record. Raises `DeliveryFailed` if it cannot even be queued.
+
+        A record refused for good before it is even sent (larger than the client allows, say)
+        does not raise: the next ``pending`` or ``flush`` reports it with `DeliveryRefused`.
+        """
         ...
 
     def flush(self, timeout_s: float | None = None) -> None:
-        """Wait for queued records; raise `DeliveryFailed` if any failed."""
+        """Wait for queued records; raise `DeliveryFailed` if any failed (`DeliveryRefused` if only refused ones)."""
         ...
 
     def pending(self) -> int:
-        """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` if any failed."""
+        """Records queued and not acknowledged yet, without waiting; `DeliveryFailed` / `DeliveryRefused` as `flush`."""
         ...
 
     def close(self) -> None:

@@ -4,8 +4,9 @@ Install with ``pip install 'anomon[confluent]'``.  The semantics are those of
 `monitor.transport.kafka_python`, argument for argument:
 
 - records are produced with ``acks=all`` and idempotence; ``pending`` and ``flush`` raise
-  `DeliveryFailed` for records whose delivery report is an error, and the monitor commits only
-  after every record of a batch is acknowledged (offsets are never committed automatically);
+  `DeliveryFailed` for records whose delivery report is an error (`DeliveryRefused`, listing
+  them, when the broker refused them for good: `REFUSED_FOR_GOOD`), and the monitor commits
+  only after every record of a batch is acknowledged (offsets are never committed automatically);
 - dead letters keep their headers;
 - the security settings keep their `SECURITY_SETTINGS` names and are mapped to librdkafka's
   (`LIBRDKAFKA_SECURITY`);
@@ -60,9 +61,11 @@ from monitor.transport.base import (
     Client,
     CommitFailed,
     DeliveryFailed,
+    DeliveryRefused,
     Headers,
     Message,
     Offsets,
+    Refused,
     TransportError,
     TransportUnavailable,
     security_settings,
@@ -99,6 +102,14 @@ _UNREACHABLE = {
 }
 # kafka-python's default delivery timeout, so a record for a lost broker fails after the same time.
 _DELIVERY_TIMEOUT_MS = 120_000
+# Delivery errors that mean the broker (or librdkafka) will never take this record, as
+# kafka-python's non-retriable errors do: reconnecting and reading the batch again would only
+# repeat them (`DeliveryRefused`).  Everything else (timeouts, lost connections) is transient.
+REFUSED_FOR_GOOD = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD, KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.INVALID_TIMESTAMP,
+})
 _partition = methodcaller("partition")
 
 
@@ -128,6 +139,10 @@ def _check_reachable(client: Any, servers: str, timeout_ms: int) -> None:
         client.list_topics(timeout=timeout_ms / 1000)
     except KafkaException as exc:
         raise TransportUnavailable(f"cannot reach Kafka at {servers}: {_error(exc).str()}") from exc
+
+
+def _describe(error: KafkaError) -> str:
+    return f"{error.name()}: {error.str()}"
 
 
 def _log_error(error: KafkaError) -> None:
@@ -202,6 +217,7 @@ class ConfluentProducer:
         self._produce_block_s = produce_block_ms / 1000
         self._close_timeout_s = close_timeout_s
         self._failed: list[KafkaError] = []  # delivery reports in error, not yet raised
+        self._refused: list[Refused] = []  # records refused for good, not yet reported
         self._closed = False
         self._producer = _Producer({
             "bootstrap.servers": bootstrap_servers,
@@ -230,7 +246,12 @@ class ConfluentProducer:
         _check_reachable(self._producer, bootstrap_servers, bootstrap_timeout_ms)
 
     def _report(self, error: KafkaError | None, message: Any) -> None:
-        if error is not None:
+        if error is None:
+            return
+        if error.code() in REFUSED_FOR_GOOD:
+            self._refused.append(Refused(message.topic(), message.value(), message.key(),
+                                         tuple(message.headers() or ()), _describe(error)))
+        else:
             self._failed.append(error)
 
     def produce(
@@ -247,7 +268,11 @@ class ConfluentProducer:
                     raise DeliveryFailed(f"could not queue record for {topic!r}: queue full") from None
                 self._producer.poll(0.01)
             except KafkaException as exc:
-                raise DeliveryFailed(f"could not queue record for {topic!r}: {_error(exc).str()}") from exc
+                error = _error(exc)
+                if error.code() in REFUSED_FOR_GOOD:  # too large for the client: reported by pending()
+                    self._refused.append(Refused(topic, value, key, tuple(headers or ()), _describe(error)))
+                    return
+                raise DeliveryFailed(f"could not queue record for {topic!r}: {error.str()}") from exc
 
     def flush(self, timeout_s: float | None = None) -> None:
         left = self._producer.flush(-1 if timeout_s is None else timeout_s)
@@ -262,9 +287,12 @@ class ConfluentProducer:
         return len(self._producer)
 
     def _raise_failed(self) -> None:
-        if self._failed:
-            failed, self._failed = self._failed, []
+        if self._failed:  # the batch is read again after reconnecting: refusals come back then
+            failed, self._failed, self._refused = self._failed, [], []
             raise DeliveryFailed(f"{len(failed)} records were not delivered: {failed[0].str()}")
+        if self._refused:
+            refused, self._refused = self._refused, []
+            raise DeliveryRefused(refused)
 
     def close(self) -> None:
         """Flush for up to ``close_timeout_s``, then give up on what is left (it was never acknowledged)."""

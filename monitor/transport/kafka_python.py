@@ -37,9 +37,11 @@ from monitor.transport.base import (
     Client,
     CommitFailed,
     DeliveryFailed,
+    DeliveryRefused,
     Headers,
     Message,
     Offsets,
+    Refused,
     TransportError,
     TransportUnavailable,
     security_settings,
@@ -106,7 +108,10 @@ class KafkaPythonProducer:
         producer_config: Mapping[str, Any] | None = None,
     ) -> None:
         self._close_timeout_s = close_timeout_s
-        self._pending: list[Any] = []  # futures of records not known to be acknowledged
+        # (future, record) of each record not known to be acknowledged: the record is kept in case
+        # the broker refuses it for good, for the caller to set aside.
+        self._pending: list[tuple[Any, Refused]] = []
+        self._refused: list[Refused] = []  # refused before being sent, reported by the next pending()
         self._prune_at = _PRUNE_AT
         self._closed = False
         self._producer = _connect(KafkaProducer, {
@@ -133,17 +138,21 @@ class KafkaPythonProducer:
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
+        headers = list(headers or [])
+        record = Refused(topic, value, key, tuple(headers), "")
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=list(headers or []))
+            future = self._producer.send(topic, value=value, key=key, headers=headers)
         except kafka_errors.KafkaError as exc:
-            # Never queued (too large, no metadata within produce_block_ms...):
-            # nothing is pending, the caller decides (dead-letter, retry, stop).
+            if refused_for_good(exc):  # too large for the client: never sent, reported by pending()
+                self._refused.append(record._replace(error=_describe(exc)))
+                return
+            # Never queued (no metadata within produce_block_ms...): nothing is pending.
             raise DeliveryFailed(f"could not queue record for {topic!r}: {exc}") from exc
-        self._pending.append(future)
+        self._pending.append((future, record))
         if len(self._pending) >= self._prune_at:
             # A producer nobody asks `pending` (replay) must not keep a future per record sent:
             # drop the acknowledged ones, keep the failed ones for `pending` to report.
-            self._pending = [f for f in self._pending if not f.is_done or f.failed()]
+            self._pending = [(f, r) for f, r in self._pending if not f.is_done or f.failed()]
             self._prune_at = max(_PRUNE_AT, 2 * len(self._pending))
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -155,13 +164,18 @@ class KafkaPythonProducer:
         self.pending()  # every record is done now: raises if one failed
 
     def pending(self) -> int:
-        done = [future for future in self._pending if future.is_done]
-        if not done:
-            return len(self._pending)
-        self._pending = [future for future in self._pending if not future.is_done]
-        failed = [future.exception for future in done if future.failed()]
-        if failed:
-            raise DeliveryFailed(f"{len(failed)} of {len(done)} records were not delivered: {failed[0]}")
+        done = [(future, record) for future, record in self._pending if future.is_done]
+        if done:
+            self._pending = [(future, record) for future, record in self._pending if not future.is_done]
+            failed = [(future.exception, record) for future, record in done if future.failed()]
+            transient = [exc for exc, _ in failed if not refused_for_good(exc)]
+            if transient:  # the batch is read again after reconnecting: refusals come back then
+                self._refused = []
+                raise DeliveryFailed(f"{len(transient)} of {len(done)} records were not delivered: {transient[0]}")
+            self._refused += [record._replace(error=_describe(exc)) for exc, record in failed]
+        if self._refused:
+            refused, self._refused = self._refused, []
+            raise DeliveryRefused(refused)
         return len(self._pending)
 
     def close(self) -> None:
@@ -400,6 +414,24 @@ class KafkaPythonTransport:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def refused_for_good(exc: BaseException | None) -> bool:
+    """Whether a delivery error means the broker (or the client) will never take this record.
+
+    kafka-python marks the errors worth retrying (leader moved, timeout, connection lost) as
+    ``retriable``; the others (record too large, invalid record, not authorised) stay so whatever
+    happens, and reconnecting to read the batch again would only repeat them.
+
+    >>> refused_for_good(kafka_errors.MessageSizeTooLargeError()), refused_for_good(kafka_errors.KafkaTimeoutError())
+    (True, False)
+    """
+    return (isinstance(exc, kafka_errors.KafkaError) and not exc.retriable
+            and not isinstance(exc, _UNREACHABLE))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _log_failed_commit(offsets: Mapping[TopicPartition, OffsetAndMetadata], response: Any) -> None:
