@@ -41,9 +41,10 @@ constraints: .stamp-install
 
 # Known vulnerabilities in the pinned versions. pip-audit asks an online database (PyPI/OSV), so this
 # needs network access (with --strict it fails when a package could not be checked); not part of `make test`.
-audit: .stamp-install
-	$(BIN)/pip install --quiet pip-audit
-	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict
+# It lives in its own venv, so that its dependencies never end up in constraints.txt.
+audit:
+	test -x .venv-audit/bin/pip-audit || { $(PYTHON) -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit; }
+	.venv-audit/bin/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict
 
 clean:
-	rm -rf $(VENV) .stamp-install models reports
+	rm -rf $(VENV) .venv-audit .stamp-install models reports

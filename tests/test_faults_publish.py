@@ -15,7 +15,6 @@ import logging
 from faults_support import wait_until
 from monitor_support import (
     BAD_INPUT,
-    PARTITIONS,
     alert_id,
     encode,
     expected_alerts,
