@@ -10,7 +10,7 @@ to `max_attempts` in all, and after that sets it aside:
   the context headers of a dead letter (reason ``publish_refused``, the broker's error, the source
   event's topic/partition/offset when known) and ``__anomon.errors.original.topic`` / ``.size``;
 - ``anomon_publish_failures_total{kind}`` counts it (kind ``alert``, ``dead_letter`` or ``control``),
-  and ``anomon_dead_letter_total{reason="publish_refused"}`` the smaller letters;
+  and ``anomon_dead_letter_total{reason="publish_refused"}`` the smaller letters sent;
 - one log line says what was refused, where from, and why.
 
 The batch is then committed as usual once that smaller record is acknowledged.  If even the
@@ -65,9 +65,9 @@ class SetAside:
     dead_letter_topic
         Where the smaller dead letters go.
     count
-        Called for every record set aside with its kind, and whether a smaller dead letter stands in
-        for it (False when that letter was refused in turn): ``anomon_publish_failures_total{kind}``
-        and ``anomon_dead_letter_total{reason="publish_refused"}``.
+        Called for every record set aside with its kind, and whether a smaller dead letter is sent
+        in its place (False for such a letter refused in turn, which is dropped):
+        ``anomon_publish_failures_total{kind}`` and ``anomon_dead_letter_total{reason="publish_refused"}``.
     max_attempts
         Produce attempts of a refused record in all, the first one included.
     """
