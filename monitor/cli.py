@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from trainer.errors import AnomonError
@@ -79,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = command("monitor", _monitor, "score events from Kafka, publish alerts, export metrics")
     monitor.add_argument("--config", type=Path, required=True)
     monitor.add_argument("--model", type=Path, required=True)
+
+    drift = command("drift", _drift, "compare a file with a model's training reference, field by field")
+    drift.add_argument("--model", type=Path, required=True)
+    drift.add_argument("--data", type=Path, required=True)
+    drift.add_argument("--report", type=Path, help="write drift.json and a PNG per drifted field here")
+
+    retrain = command("retrain", _retrain, "train a new model version on records read back from the input topic")
+    retrain.add_argument("--config", type=Path, required=True)
+    retrain.add_argument("--model-dir", type=Path, required=True)
+    retrain.add_argument("--from-offset", action="append", metavar="P:O", help="first offset of partition P (repeat)")
+    retrain.add_argument("--to-offset", action="append", metavar="P:O", help="end offset of partition P, exclusive")
+    retrain.add_argument("--since", type=_time, help="first record time (ISO 8601; Kafka offsets_for_times)")
+    retrain.add_argument("--until", type=_time, help="end record time (ISO 8601)")
+    retrain.add_argument("--ignore-field", action="append", default=[], metavar="FIELD",
+                         help="leave this field out of the score that selects normal records (a drifted field)")
+    retrain.add_argument("--quiet", action="store_true")
+
+    rollback = command("rollback", _rollback, "point CURRENT at an earlier model version")
+    rollback.add_argument("--model-dir", type=Path, required=True)
+    rollback.add_argument("--to", metavar="VERSION", help="default: the version before CURRENT")
 
     replay = command("replay", _replay, "produce a file's records into a Kafka topic")
     replay.add_argument("--config", type=Path, required=True)
@@ -172,6 +193,50 @@ def _monitor(args: argparse.Namespace) -> int:
     from monitor.service import run_monitor
 
     return run_monitor(args.config, args.model)
+
+
+def _time(text: str) -> datetime:
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from trainer.bundle import Bundle, BundleError
+    from trainer.data import iter_chunks
+    from trainer.drift import Reference, drift_report, format_report, write_drift_report
+
+    bundle = Bundle.load(args.model)
+    reference = Reference.of(bundle.training)
+    if reference is None:
+        raise BundleError(f"bundle: model {bundle.version} has no drift reference (trained before anomon stored one)")
+    report = drift_report(bundle.encoder, reference, iter_chunks(args.data))
+    report["model_version"] = bundle.version
+    print(format_report(report))
+    if args.report:
+        written = write_drift_report(report, args.report)
+        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from monitor.retrain import Window, parse_offsets, retrain
+    from trainer.config import load_config
+
+    window = Window(parse_offsets(args.from_offset), parse_offsets(args.to_offset), args.since, args.until)
+    bundle = retrain(load_config(args.config), args.model_dir, window, ignore_fields=args.ignore_field,
+                     verbose=not args.quiet)
+    print(f"{args.model_dir}: CURRENT is {bundle.version} (threshold {bundle.threshold.value:.6g})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from monitor.lifecycle import rollback
+
+    print(f"{args.model_dir}: CURRENT is {rollback(args.model_dir, args.to)}")
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -19,9 +19,11 @@ detectors see window aggregates (the mean over ``drift.window`` events, z-scores
 ±5 so that a few anomalies do not move a window), which are stationary under stationary
 seasonal traffic.
 
-A detection must matter as well as be significant: the aggregate's mean since the change must
-differ from the one before by ``drift.min_shift`` (z-scores: standard deviations at that hour),
-``drift.min_rate_shift`` (unseen share) or ``drift.min_divergence_shift`` (bits).  The reference
+A detection must matter as well as be significant: after the detector flags a change, the mean
+of the stream's last 8 aggregates must, within 32 windows, come to differ from the level before
+(the mean of the aggregates since the stream started, less the last 40) by ``drift.min_shift``
+(z-scores: standard deviations at that hour), ``drift.min_rate_shift`` (unseen share) or
+``drift.min_divergence_shift`` (bits).  The reference
 is an estimate from finite training data, so over hundreds of thousands of events a detector
 would otherwise find its small errors (a few hundredths of a standard deviation at some hours).
 A detection is debounced: the stream's detector starts afresh (it learns the new level) and
@@ -34,7 +36,7 @@ not a storm.  Each detection increments ``anomon_drift_detected_total{detector,f
      "window_events": 200, "events": 41800, "model_version": "...", "detected_at": "...",
      "offsets": {"0": 20950, "1": 20850}}
 
-(`before`/`after`: the stream's window aggregates before and since the change; `events`: events
+(`before`/`after`: the level before (mean aggregate), and over the last 8 windows; `events`: events
 the stream has seen; `offsets`: the input partitions' next offsets after the batch.)  A batch
 scored by another model than the last one rebuilds every stream from that model's reference.
 """
@@ -63,8 +65,8 @@ log = logging.getLogger(__name__)
 
 DETECTORS = {"adwin": river_drift.ADWIN, "kswin": river_drift.KSWIN, "page_hinkley": river_drift.PageHinkley}
 Z_CLIP = 5.0
-_HISTORY = 64  # window aggregates kept per stream, for the before/after statistics
-_AFTER = 8  # aggregates taken as "after the change" when the detector does not say
+_AFTER = 8  # the last aggregates, taken as "after the change"
+_CONFIRM = 32  # windows after a detector's flag in which the change may show (ADWIN checks every 32)
 
 
 class DriftConfigError(AnomonError):
@@ -87,7 +89,15 @@ def make_detector(name: str, params: dict[str, Any]) -> Any:
 
 @dataclass
 class _Stream:
-    """One detector on one aggregated stream; `values` gives per-event rows, `aggregate` reduces windows."""
+    """One detector on one aggregated stream; `values` gives per-event rows, `aggregate` reduces windows.
+
+    A detector's flag opens a confirmation period of `_CONFIRM` windows: the drift is confirmed
+    at the first window of it where the mean of the last `_AFTER` aggregates differs from the
+    level before by `min_shift` or more.  The level before is the mean of the aggregates since
+    the stream last started, less the last `_AFTER + _CONFIRM` (a change is flagged within
+    `_CONFIRM` windows: ADWIN checks every 32).  So a flag raised early, on a few windows of a
+    new level, still confirms once the level shows; a flag on a wobble too small to matter lapses.
+    """
 
     field: str  # the metric label: a field name, or _score
     statistic: str
@@ -99,7 +109,10 @@ class _Stream:
     aggregate: Callable[[np.ndarray], np.ndarray]  # (windows, window, k) -> (windows,)
     detector: Any = None
     pending: np.ndarray | None = None  # events not yet making a whole window
-    history: deque = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    recent: deque = field(default_factory=lambda: deque(maxlen=_AFTER + _CONFIRM))
+    total: float = 0.0  # sum and count of the aggregates since the stream (re)started, less `recent`
+    count: int = 0
+    confirm: int = 0  # windows left in the confirmation period
     silent: int = 0  # windows left in the cool-down
     events: int = 0
 
@@ -107,7 +120,7 @@ class _Stream:
         self.detector = make_detector(self.detector_name, self.params)
 
     def feed(self, result: BatchResult, F: np.ndarray) -> list[dict[str, Any]]:
-        """Feed one batch; returns the detections (before/after statistics and direction)."""
+        """Feed one batch; returns the confirmed detections (before/after statistics and direction)."""
         rows = self.values(result, F)
         rows = rows[~np.isnan(rows).any(axis=1)]
         self.events += len(rows)
@@ -120,32 +133,47 @@ class _Stream:
         detections = []
         for value in self.aggregate(rows[:whole].reshape(-1, self.window, rows.shape[1])):
             value = float(value)
-            self.history.append(value)
+            if len(self.recent) == self.recent.maxlen:
+                self.total += self.recent[0]
+                self.count += 1
+            self.recent.append(value)
             self.detector.update(value)
             if self.silent:
                 self.silent -= 1
-            elif self.detector.drift_detected and (detection := self._detection()) is not None:
-                detections.append(detection)
+                continue
+            if self.detector.drift_detected:
+                self.confirm = _CONFIRM
+            if self.confirm:
+                self.confirm -= 1
+                if (detection := self._confirmed()) is not None:
+                    detections.append(detection)
         return detections
 
-    def _detection(self) -> dict[str, Any] | None:
-        """The change the detector flagged, if it is large enough to matter; then a fresh detector."""
-        history = np.array(self.history)
-        # ADWIN keeps the windows since the change; KSWIN tests its last stat_size.
-        recent = int(getattr(self.detector, "width", 0) or getattr(self.detector, "stat_size", 0) or _AFTER)
-        after_n = max(1, min(recent, len(history) - 1))
-        before, after = history[:-after_n], history[-after_n:]
-        change = float(after.mean() - before.mean()) if before.size else 0.0
-        if abs(change) < self.min_shift:
-            log.debug("drift: %s on %s flagged a change of %.3g, below %g", self.detector_name, self.field,
-                      change, self.min_shift)
+    def _confirmed(self) -> dict[str, Any] | None:
+        """The change, if it is large enough to matter (then the stream restarts); else None."""
+        recent = list(self.recent)
+        if self.count >= _AFTER:
+            before, n_before = self.total / self.count, self.count
+        elif len(recent) > _AFTER:  # just (re)started: what there is before the last _AFTER
+            n_before = len(recent) - _AFTER
+            before = float(np.mean(recent[:-_AFTER]))
+        else:
             return None
+        after = float(np.mean(recent[-_AFTER:]))
+        change = after - before
+        if abs(change) < self.min_shift:
+            if not self.confirm:
+                log.debug("drift: %s on %s flagged a change of %.3g, below %g", self.detector_name, self.field,
+                          change, self.min_shift)
+            return None
+        detection = {"statistic": self.statistic, "direction": "increase" if change >= 0 else "decrease",
+                     "before": {"mean": round(before, 4), "windows": n_before},
+                     "after": {"mean": round(after, 4), "windows": _AFTER},
+                     "window_events": self.window, "events": self.events}
         self.detector = make_detector(self.detector_name, self.params)
-        self.history.clear()
-        return {"statistic": self.statistic, "direction": "increase" if change >= 0 else "decrease",
-                "before": {"mean": round(float(before.mean()), 4), "windows": int(before.size)},
-                "after": {"mean": round(float(after.mean()), 4), "windows": int(after.size)},
-                "window_events": self.window, "events": self.events}
+        self.recent.clear()
+        self.total, self.count, self.confirm = 0.0, 0, 0
+        return detection
 
 
 def _mean(windows: np.ndarray) -> np.ndarray:

@@ -460,8 +460,13 @@ def run_monitor(config_path: str | Path, model_dir: str | Path, log_level: str =
     """`anomon monitor`: run until SIGTERM/SIGINT; returns the exit status (0 after a clean stop).
 
     Every log line, the Kafka client's included, has the config's secrets replaced by ``***``;
-    the effective config (secrets redacted) is logged once at start.
+    the effective config (secrets redacted) is logged once at start.  Given a model directory
+    (not one version), the monitor follows its CURRENT (`monitor.lifecycle.ModelWatcher`), and
+    with ``retrain.mode: auto`` retrains after a drift (`monitor.retrain.AutoRetrainer`).
     """
+    from monitor.lifecycle import ModelWatcher  # both import this module
+    from monitor.retrain import AutoRetrainer
+
     config = load_config(config_path)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_logging(config.secrets())
@@ -472,6 +477,12 @@ def run_monitor(config_path: str | Path, model_dir: str | Path, log_level: str =
     bundle = Bundle.load(model_dir)
     check_fields(config, bundle)
     monitor = Monitor(config, bundle)
+    watched = (Path(model_dir) / "CURRENT").is_file()
+    watcher = ModelWatcher(model_dir, monitor) if watched else None
+    if config.retrain.mode == "auto":
+        if not watched:
+            raise MonitorError(f"monitor: retrain.mode auto needs a model directory with a CURRENT, not {model_dir}")
+        monitor.observers.append(AutoRetrainer(config, config_path, model_dir, monitor))
     # What is loaded by now (torch, the model, the Kafka clients: 200k+ objects) lives as long as
     # the process. Frozen, it is skipped by full garbage collections, which otherwise take ~100 ms
     # each: the monitor's worst latencies.
@@ -480,6 +491,12 @@ def run_monitor(config_path: str | Path, model_dir: str | Path, log_level: str =
                        ready=lambda: monitor.ready) as server:
         log.info("model %s (threshold %.6g); metrics at %s/metrics", bundle.version, bundle.threshold.value,
                  server.url)
-        with stop_on_signals(monitor.stop):
-            monitor.run()
+        if watcher is not None:
+            watcher.start()
+        try:
+            with stop_on_signals(monitor.stop):
+                monitor.run()
+        finally:
+            if watcher is not None:
+                watcher.stop()
     return 0

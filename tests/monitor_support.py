@@ -98,7 +98,8 @@ def config_dict(servers: str, **kafka: Any) -> dict[str, Any]:
     return {
         **SCHEMA,
         "kafka": {"bootstrap_servers": servers, "input_topic": f"events-{run}", "alert_topic": f"alerts-{run}",
-                  "dead_letter_topic": f"dlq-{run}", "group_id": f"monitor-{run}", "partitions": PARTITIONS,
+                  "dead_letter_topic": f"dlq-{run}", "control_topic": f"control-{run}", "group_id": f"monitor-{run}",
+                  "partitions": PARTITIONS,
                   **FAST_GROUP, **kafka},
         "monitor": {"max_message_bytes": MAX_MESSAGE_BYTES},
         "metrics": {"port": 0},

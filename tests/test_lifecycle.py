@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import threading
+import time
 from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
 
 from monitor_support import (
     PARTITIONS,
@@ -25,8 +30,10 @@ from monitor_support import (
     wait_for,
 )
 
+from monitor.cli import main
+from monitor.lifecycle import LifecycleError, ModelWatcher, current_version, list_versions, prune_versions, rollback
 from monitor.service import Monitor
-from trainer.bundle import Bundle
+from trainer.bundle import Bundle, BundleError, set_current
 from trainer.config import config_from_dict
 
 
@@ -36,6 +43,16 @@ def alerting_copy(bundle: Bundle, version: str) -> Bundle:
                                     bands={b: max(v, 1e-9) for b, v in bundle.threshold.bands.items()})
     return Bundle(bundle.config, bundle.encoder, bundle.model, threshold, training=bundle.training,
                   manifest={**bundle.manifest, "version": version})
+
+
+def saved_copy(bundle: Bundle, model_dir: Path, threshold: float | None = None) -> Bundle:
+    """Save a copy of `bundle` as a new version of `model_dir` (CURRENT moves); the original is untouched."""
+    t = bundle.threshold if threshold is None else dataclasses.replace(
+        bundle.threshold, value=threshold, bands={b: max(v, 1e-9) for b, v in bundle.threshold.bands.items()})
+    copy = Bundle(bundle.config, bundle.encoder, bundle.model, t, training=bundle.training)
+    copy.save(model_dir)
+    time.sleep(0.002)  # version names carry the time to the microsecond: keep them in order
+    return copy
 
 
 def versions_by_offset(servers: str, topic: str, count: int) -> dict[str, list[str]]:
@@ -93,3 +110,78 @@ def test_a_swap_mid_stream_scores_every_event_exactly_once(kafka_broker):
     assert r.get_sample_value("anomon_model_info", {"version": "v-new"}) == 1
     assert r.get_sample_value("anomon_model_info", {"version": "v-old"}) is None
     assert Counter(monitor.totals)["model_swaps"] == 1
+
+
+def test_a_running_monitor_follows_current_refuses_a_corrupt_version_and_rolls_back(kafka_broker, tmp_path):
+    servers = kafka_broker.bootstrap_servers
+    config = config_from_dict(config_dict(servers), environ={})
+    model_dir = tmp_path / "models"
+    first = saved_copy(traffic_bundle(), model_dir, threshold=1e-12)  # alerts on every event: its version shows
+    monitor = Monitor(config, Bundle.load(model_dir))
+    watcher = ModelWatcher(model_dir, monitor, interval_s=0.05)
+    registry = monitor.metrics.registry
+    events = encode(live_events(900, anomaly_rate=0.0))
+    topic = config.kafka.input_topic
+
+    def scored(n: int) -> None:
+        assert wait_for(lambda: monitor.totals["events"] == n, 30), monitor.totals
+
+    watcher.start()
+    try:
+        with running(monitor):
+            produce(servers, topic, events[:300])
+            scored(300)
+            second = saved_copy(traffic_bundle(), model_dir, threshold=1e-12)
+            assert wait_for(lambda: monitor.totals["model_swaps"] == 1, 10)
+            produce(servers, topic, events[300:600])
+            scored(600)
+
+            third = saved_copy(traffic_bundle(), tmp_path / "scratch")
+            weights = tmp_path / "scratch" / "versions" / third.version / "weights.pt"
+            weights.write_bytes(weights.read_bytes() + b"tampered")
+            shutil.copytree(weights.parent, model_dir / "versions" / third.version)
+            set_current(model_dir, third.version)
+            assert wait_for(lambda: registry.get_sample_value("anomon_model_reloads_total",
+                                                              {"result": "refused"}) == 1, 10)
+            produce(servers, topic, events[600:800])
+            scored(800)  # still scoring, with the version before
+            assert monitor.bundle.version == second.version
+
+            assert main(["rollback", "--model-dir", str(model_dir), "--to", first.version]) == 0
+            assert wait_for(lambda: monitor.bundle.version == first.version, 10)
+            produce(servers, topic, events[800:])
+            scored(900)
+    finally:
+        watcher.stop()
+    by_id = versions_by_offset(servers, config.kafka.alert_topic, 900)
+    assert all(len(v) == 1 for v in by_id.values()) and len(by_id) == 900
+    assert {by_id[alert_id(topic, i)][0] for i in range(300)} == {first.version}
+    assert {by_id[alert_id(topic, i)][0] for i in range(300, 800)} == {second.version}
+    assert {by_id[alert_id(topic, i)][0] for i in range(800, 900)} == {first.version}
+    assert registry.get_sample_value("anomon_model_reloads_total", {"result": "loaded"}) == 2
+    control = [json.loads(r.value) for r in read_topic(servers, config.kafka.control_topic, 3)]
+    refused = [c for c in control if c["type"] == "model_refused"]
+    assert len(refused) == 1 and refused[0]["model_version"] == third.version
+    assert refused[0]["active_version"] == second.version and "sha256" in refused[0]["error"]
+    assert [c["model_version"] for c in control if c["type"] == "model_loaded"] == [second.version, first.version]
+
+
+def test_rollback_defaults_to_the_version_before_current_and_checks_it(tmp_path):
+    first = saved_copy(traffic_bundle(), tmp_path)
+    second = saved_copy(traffic_bundle(), tmp_path)
+    assert rollback(tmp_path) == first.version == current_version(tmp_path)
+    with pytest.raises(LifecycleError, match="no version older"):
+        rollback(tmp_path)
+    with pytest.raises(LifecycleError, match="has no version nope"):
+        rollback(tmp_path, to="nope")
+    (tmp_path / "versions" / second.version / "encoder.json").write_text("{}")
+    with pytest.raises(BundleError, match="sha256"):
+        rollback(tmp_path, to=second.version)
+    assert current_version(tmp_path) == first.version  # unchanged by the refused rollback
+
+
+def test_pruning_keeps_the_newest_versions_and_current(tmp_path):
+    versions = [saved_copy(traffic_bundle(), tmp_path).version for _ in range(4)]
+    rollback(tmp_path, to=versions[0])
+    assert prune_versions(tmp_path, keep=2) == [versions[1]]
+    assert list_versions(tmp_path) == [versions[0], *versions[2:]]

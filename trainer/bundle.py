@@ -217,8 +217,7 @@ class Bundle:
                 "files": {name: _sha256((partial / name).read_bytes()) for name in _FILES},
             }
             _write_json(partial / "manifest.json", manifest)
-        # Atomic pointer swap: a monitor reading CURRENT never sees a half-written name.
-        atomic_write_text(directory / "CURRENT", version + "\n")
+        set_current(directory, version)
         self.manifest, self.path = manifest, target
         return target
 
@@ -268,6 +267,13 @@ def range_adjusted(errors: np.ndarray, excess: np.ndarray) -> np.ndarray:
     """
     with np.errstate(divide="ignore"):
         return np.where(excess < 1, errors / np.maximum(1 - excess, 0), np.inf)
+
+
+def set_current(directory: str | Path, version: str) -> None:
+    """Point ``directory/CURRENT`` at `version` atomically (temporary name, fsync, rename, see
+    `trainer.files.atomic_write`): a monitor reading CURRENT never sees a half-written name, and
+    after a crash CURRENT names either the old version or the new one."""
+    atomic_write_text(Path(directory) / "CURRENT", version + "\n")
 
 
 def resolve_version(path: str | Path) -> Path:
