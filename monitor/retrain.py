@@ -235,8 +235,9 @@ class AutoRetrainer:
         self._last_start = -float("inf")
 
     def on_batch(self, result: BatchResult) -> None:
+        waiting = self._since is not None
         for detection in list(self.monitor.drift.detections)[self._seen:]:
-            if self._since is None:
+            if self._since is None:  # counted from the next batch on: this one ends at the detection's offsets
                 self._since = {"offsets": dict(detection["offsets"]), "fields": set(), "events": 0}
             if detection["field"] != SCORE:
                 self._since["fields"].add(detection["field"])
@@ -246,7 +247,7 @@ class AutoRetrainer:
                                "at": iso_time(self.monitor.clock())})
             log.info("retraining finished with status %d", self.process.returncode)
             self.process = None
-        if self._since is None:
+        if not waiting:
             return
         self._since["events"] += result.scored
         self._end.update({str(p): o for (_, p), o in result.offsets.items()})
