@@ -18,7 +18,8 @@ import yaml
 from deploy_support import COMPOSE_BINARY, COMPOSE_FILE, DASHBOARD, DATASOURCES, DEPLOY, PROMETHEUS, check, tool
 from monitor_support import REPO_ROOT
 
-from trainer.config import MetricsConfig
+from monitor.resources import DEMO_CONFIG
+from trainer.config import MetricsConfig, load_config
 
 PASSWORD = "test-password"
 SERVICES = {"kafka", "init", "trainer", "monitor", "generator", "prometheus", "alertmanager", "grafana"}
@@ -171,7 +172,8 @@ def test_hadolint_passes_the_dockerfile():
 def test_the_image_runs_as_a_user_with_cpu_torch_and_a_healthcheck():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in text
-    assert "download.pytorch.org/whl/cpu torch==2.13.0" in text
+    assert "download.pytorch.org/whl/cpu" in text and "--constraint /tmp/constraints.txt" in text
+    assert "torch==2.13.0+cpu" in (REPO_ROOT / "constraints.txt").read_text().splitlines()  # the CPU-only build
     user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert user and not user[-1].startswith(("root", "0"))
     assert "HEALTHCHECK" in text and "/healthz" in text
@@ -235,3 +237,23 @@ def test_the_dashboard_shows_what_the_issue_asks_for(what):
     if what == "score heatmap":
         (panel,) = [p for p in board["panels"] if p["type"] == "heatmap"]
         assert panel["targets"][0]["format"] == "heatmap"
+
+
+# -- README -----------------------------------------------------------------------------------------
+
+def test_the_readme_sasl_ssl_example_configures_the_monitor(tmp_path):
+    """The `docker run` of README "Deploy": its -e settings on the image's config give a SASL_SSL client."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    example = readme[readme.index("docker run -d --name anomon-monitor"):]
+    example = example[:example.index("```")]
+    settings = dict(word.split("=", 1) for word in example.replace("\\\n", " ").split()
+                    if word.startswith("ANOMON_") and "=" in word)
+    password = tmp_path / "kafka-password"
+    password.write_text("s3cret\n")
+    assert settings["ANOMON_KAFKA_SASL_PLAIN_PASSWORD_FILE"] == "/run/secrets/kafka-password"
+    settings["ANOMON_KAFKA_SASL_PLAIN_PASSWORD_FILE"] = str(password)
+    config = load_config(DEMO_CONFIG, environ=settings)
+    assert config.kafka.client_security() == {
+        "security_protocol": "SASL_SSL", "ssl_cafile": "/data/ca.pem", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "anomon", "sasl_plain_password": "s3cret"}
+    assert "s3cret" not in example

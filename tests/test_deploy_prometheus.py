@@ -13,9 +13,6 @@ the compose network replaced by the monitor's address.  Then, through Prometheus
   its *signals* must return data instead: each side of its comparisons that involves a series,
   and what ``absent()`` looks at;
 * every rule evaluates with health ``ok``.
-
-Metrics of issues not on main yet (PENDING) are checked as soon as the monitor exports them; until
-then the expressions that use them are left out, and only those.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ from monitor.broker import _die_with_parent
 from monitor.metrics import MetricsServer
 from monitor.service import Monitor
 
-# anomon_publish_failures_total: the reliability issue (#13).
-PENDING = {"anomon_publish_failures_total"}
 GRAFANA_MACROS = {"$__rate_interval": "1m"}
 COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
 DEADLINE_S = 90
@@ -215,26 +210,24 @@ def exported(metrics_address: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in lines if line and not line.startswith("#")}
 
 
-def checks(missing: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(what, PromQL that must return data) for every expression; and those left out (PENDING metrics)."""
-    todo, left_out = [], []
+def checks() -> list[tuple[str, str]]:
+    """(what, PromQL that must return data) for every expression."""
+    todo = []
     for where, expr, condition in expressions():
         node = promql_parser.parse(expr)
-        names = {s.name for s in selectors(node)}
-        if names & missing:
-            assert names & missing <= PENDING, f"{where}: {sorted(names & missing)} not exported by the monitor"
-            left_out.append(where)
-            continue
         todo += [(f"{where}: selector", s.prettify()) for s in selectors(node)]
         todo += [(f"{where}: signal", s) for s in signals(node)] if condition else [(where, expr)]
-    return todo, left_out
+    return todo
 
 
 def test_every_expression_of_the_rules_and_the_dashboard_returns_data(monitor_metrics, prometheus_api):
     assert wait_until_up(prometheus_api)
-    missing = PENDING - exported(monitor_metrics)
-    todo, left_out = checks(missing)
+    todo = checks()
     assert len(todo) > 80
+    recorded = {s.name for _, expr, _ in expressions() for s in selectors(promql_parser.parse(expr))
+                if ":" in s.name}
+    names = {s.name for _, expr, _ in expressions() for s in selectors(promql_parser.parse(expr))} - recorded
+    assert names - {"up"} <= exported(monitor_metrics), "not exported by the monitor"
 
     deadline = time.monotonic() + DEADLINE_S  # rates need two scrapes, recorded series an evaluation
     pending = list(todo)
@@ -248,8 +241,6 @@ def test_every_expression_of_the_rules_and_the_dashboard_returns_data(monitor_me
     assert len(rules) == sum(len(g["rules"]) for g in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"])
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules
                                                            if r["health"] != "ok"]
-    # Left out only while the metrics of issues not yet landed are missing.
-    assert all("PublishFailures" in where or "Publish failures" in where for where in left_out), left_out
 
 
 def wait_until_up(url: str, timeout_s: float = 30) -> bool:

@@ -1,9 +1,9 @@
 """The package as a user installs it: a plain wheel in a fresh virtual environment, run outside the tree.
 
 The wheel is built from a copy of the sources (nothing is written into the checkout), installed with
-the ``embedded`` extra into a new venv, pinned to the versions of the environment running the
-tests (its ``pip freeze`` as constraints: torch comes from the wheel on disk, as for ``make``), and
-then `anomon demo` and `anomon generate` run from a directory that is not the source tree.
+the ``embedded`` extra into a new venv, pinned by the project's constraints.txt as ``make`` does
+(torch comes from the wheel on disk), and then `anomon demo` and `anomon generate` run from a
+directory that is not the source tree.
 """
 
 from __future__ import annotations
@@ -51,13 +51,10 @@ def installed(tmp_path_factory) -> Iterator[Path]:
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, source,
         cwd=root)
     (wheel,) = dist.glob("anomon-*.whl")
-    constraints = root / "constraints.txt"
-    freeze = run(sys.executable, "-m", "pip", "freeze", "--exclude-editable", cwd=root).stdout
-    constraints.write_text("".join(line + "\n" for line in freeze.splitlines() if "==" in line))
     venv = root / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=root)
-    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c", constraints, f"{wheel}[embedded]",
-        cwd=root)
+    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c", REPO_ROOT / "constraints.txt",
+        f"{wheel}[embedded]", cwd=root)
     yield venv / "bin"
     shutil.rmtree(venv)
 
