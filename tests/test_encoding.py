@@ -107,10 +107,11 @@ def test_unreadable_values_are_encoded_as_missing_and_reported_per_record(encode
         {"vec": [1, 2]},
         {"time": "yesterday"},
         {"bytes": 1},
-    ])
-    assert out.invalid == [None] * 7  # every record is scored
+        {"vec": [1, None, 2]},
+    ], strict=True)
+    assert out.invalid == [None] * 8  # every record is scored
     assert {row: [name for name, _ in values] for row, values in out.unreadable.items()} == {
-        0: ["bytes"], 2: ["proto"], 3: ["ok"], 4: ["vec"], 5: ["time"]}
+        0: ["bytes"], 2: ["proto"], 3: ["ok"], 4: ["vec"], 5: ["time"], 7: ["vec"]}
     assert out.unreadable[0] == [("bytes", "field 'bytes': cannot read 'lots' as a number")]
     blocks = {b.field: b for b in encoder.blocks}
     missing_indicator = {name: out.X[:, blocks[name].stop - 1] for name in ("bytes", "ok", "vec", "time")}

@@ -39,7 +39,7 @@ json_values = st.recursive(
 finite_numbers = st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(sorted(FIELDS)), value=json_values)
 def test_any_json_value_in_any_field_gets_a_finite_score(bundle, field, value):
     event = dict(history(1)[0], **{field: value})
@@ -47,14 +47,14 @@ def test_any_json_value_in_any_field_gets_a_finite_score(bundle, field, value):
     assert batch.invalid == [None] and math.isfinite(batch.scores[0]) and batch.scores[0] >= 0
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from([*NUMERIC, "ok"]), value=finite_numbers)
 def test_any_finite_number_in_a_numeric_or_boolean_field_gets_a_finite_score(bundle, field, value):
     batch = bundle.score([dict(history(1)[0], **{field: value})], strict=True)
     assert batch.invalid == [None] and math.isfinite(batch.scores[0])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(NUMERIC), factor=st.floats(min_value=100, max_value=1e300), row=st.integers(0, 399))
 def test_a_number_100_times_the_training_maximum_scores_at_or_above_the_threshold(bundle, field, factor, row):
     maximum = max(r[field] for r in history())
@@ -62,7 +62,7 @@ def test_a_number_100_times_the_training_maximum_scores_at_or_above_the_threshol
     assert bundle.score([event]).scores[0] >= bundle.threshold.value
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=st.floats(max_value=-1e-9, allow_infinity=False, allow_nan=False) | st.integers(max_value=-1),
        row=st.integers(0, 399))
 def test_a_negative_number_where_training_never_was_scores_at_or_above_the_threshold(bundle, value, row):

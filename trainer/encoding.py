@@ -414,20 +414,22 @@ class VectorEncoder(_SquaredFieldEncoder):
             x = np.array([v if v is not None else [np.nan] * size for v in values], dtype=np.float64)
             if x.shape != (n, size):
                 raise ValueError
-            return x, none, np.zeros(n, dtype=bool)
+            bad = np.zeros(n, dtype=bool)
         except (ValueError, TypeError, OverflowError):
-            pass
-        x = np.full((n, size), np.nan)
-        bad = np.zeros(n, dtype=bool)
-        for i, v in enumerate(values):
-            try:
-                row = np.asarray(v, dtype=np.float64)
-                if row.shape == (size,):
-                    x[i] = row
-                else:
-                    bad[i] = v is not None
-            except (ValueError, TypeError, OverflowError):
-                bad[i] = True
+            x = np.full((n, size), np.nan)
+            bad = np.zeros(n, dtype=bool)
+            for i, v in enumerate(values):
+                try:
+                    row = np.asarray(v, dtype=np.float64)
+                    if row.shape == (size,):
+                        x[i] = row
+                    else:
+                        bad[i] = v is not None
+                except (ValueError, TypeError, OverflowError):
+                    bad[i] = True
+        # A null element is not a number (unreadable), unlike NaN: looked for only where x has NaN.
+        for i in np.flatnonzero(~none & ~bad & np.isnan(x).any(axis=1)):
+            bad[i] = any(element is None for element in values[i])
         return x, none, bad
 
     def fit(self, values: list[Any]) -> VectorEncoder:
