@@ -11,9 +11,11 @@ never raises: an event that cannot be scored becomes a `DeadLetter` with a `Dead
 - ``invalid_utf8``, ``invalid_json`` (also an empty value), ``not_an_object``;
 - ``missing_required`` (a `required` field absent or unreadable), ``non_finite`` (a NaN or
   Infinity literal, or a decimal literal beyond float range such as ``1e400``);
-- ``oversized`` (larger than ``max_message_bytes``);
+- ``oversized`` (larger than ``max_message_bytes``, or a field nesting deeper or an array longer
+  than the `ShapeLimits`, both measured on the bytes before decoding);
 - ``processing_error``: scoring raised (a bug): the batch is retried one event at a time so
-  that only the events that fail are set aside.
+  that only the events that fail are set aside, and one log line per batch (with one
+  traceback) says how many failed: a systematic bug is not a traceback per event.
 
 The bundle sits in the `bundle` attribute and is read once per batch, so it can be swapped
 between batches (e.g. for a newly trained version).
@@ -51,6 +53,7 @@ import orjson
 
 from monitor.alerts import Alert, AlertBuilder
 from monitor.deadletter import DeadLetter, DeadLetterReason, dead_letter
+from monitor.limits import ShapeLimits
 from monitor.transport import Message
 from trainer.bundle import Bundle
 from trainer.encoding import valid_mask
@@ -122,14 +125,17 @@ class BatchScorer:
     invalid_values
         ``"score"``: an unreadable value is scored as missing; ``"dead_letter"``: its event is
         dead-lettered as ``wrong_type``.
+    limits
+        Nesting depth and array length allowed, checked before decoding (default `ShapeLimits()`).
     clock
         Wall clock in epoch seconds (for ``detected_at`` and the event lag).
     """
 
     def __init__(self, bundle: Bundle, *, key_field: str | None = None, max_message_bytes: int = 1_000_000,
-                 top_contributions: int = 5, invalid_values: str = "score",
+                 top_contributions: int = 5, invalid_values: str = "score", limits: ShapeLimits | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.bundle = bundle
+        self.limits = limits or ShapeLimits()
         self.max_message_bytes = max_message_bytes
         self.invalid_values = invalid_values
         self.clock = clock
@@ -140,17 +146,27 @@ class BatchScorer:
 
     def process(self, messages: list[Message]) -> BatchResult:
         """Alerts, dead letters and scores of `messages`; never raises for bad input."""
-        return self._guarded(self.bundle, messages)  # one model for the whole batch, even event by event
-
-    def _guarded(self, bundle: Bundle, messages: list[Message]) -> BatchResult:
+        bundle = self.bundle  # one model for the whole batch, even event by event
         try:
             return self._process(bundle, messages)
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the monitor
-            if len(messages) == 1:
-                log.exception("cannot process %s/%s/%s", messages[0].topic, messages[0].partition, messages[0].offset)
-                return BatchResult(dead_letters=[
-                    self._dead_letter(messages[0], DeadLetterReason.PROCESSING_ERROR, repr(exc))], bundle=bundle, size=1)
-            return BatchResult.concat([self._guarded(bundle, [m]) for m in messages])
+            return self._one_by_one(bundle, messages, exc)
+
+    def _one_by_one(self, bundle: Bundle, messages: list[Message], exc: Exception) -> BatchResult:
+        """After a failed batch: each event alone, those that fail again dead-lettered; one log line."""
+        results, failed = [], 0
+        for message in messages:
+            try:
+                results.append(self._process(bundle, [message]))
+            except Exception as again:  # noqa: BLE001
+                failed += 1
+                results.append(BatchResult(dead_letters=[self._dead_letter(
+                    message, DeadLetterReason.PROCESSING_ERROR, repr(again))], bundle=bundle, size=1))
+        first = messages[0]
+        log.error("scoring failed for a batch of %d events from %s/%s/%s (%r); retried one by one, %d of them "
+                  "failed again and went to the dead-letter topic as processing_error", len(messages), first.topic,
+                  first.partition, first.offset, exc, failed, exc_info=exc)
+        return BatchResult.concat(results)
 
     def _process(self, bundle: Bundle, messages: list[Message]) -> BatchResult:
         fields = bundle.config.fields
@@ -199,8 +215,15 @@ class BatchScorer:
         """The messages that decode to JSON objects, and those objects; the rest are dead-lettered."""
         kept, records = [], []
         limit = self.max_message_bytes
+        limits = self.limits
+        # `ShapeLimits.problem`'s own first test, inlined: two counts in C for the usual event.
+        brackets, array_bytes = limits.max_nesting_depth + 1, 2 * limits.max_array_length + 3
         for message in messages:
             value = message.value
+            if value and (len(value) >= array_bytes or value.count(b"[") + value.count(b"{") > brackets) and (
+                    len(value) <= limit and (problem := limits.problem(value))):
+                result.dead_letters.append(self._dead_letter(message, DeadLetterReason.OVERSIZED, problem))
+                continue
             # orjson first, 3x faster than json; it refuses what json reads loosely (NaN, integers
             # beyond 64 bits, lone surrogates), which `_parse` then reads or says why not.
             try:

@@ -56,6 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.alerts import iso_time
 from monitor.deadletter import DeadLetterReason
+from monitor.limits import ShapeLimits
 from monitor.metrics import MetricsServer, MonitorMetrics
 from monitor.pipeline import BatchResult, BatchScorer
 from monitor.setaside import SetAside
@@ -118,7 +119,11 @@ def kafka_security(kafka: KafkaConfig) -> dict[str, Any]:
 
 
 def check_fields(config: Config, bundle: Bundle) -> None:
-    """Refuse a bundle trained for other fields than the config defines."""
+    """Refuse a bundle trained for other fields than the config defines, or vectors over the array limit."""
+    for spec in bundle.config.fields:
+        if spec.type == "vector" and spec.size > config.monitor.max_array_length:
+            raise MonitorError(f"monitor: vector field '{spec.name}' has {spec.size} elements, more than "
+                               f"monitor.max_array_length {config.monitor.max_array_length}: raise the limit")
     ours = {f.name: f.type for f in config.fields}
     theirs = {f.name: f.type for f in bundle.config.fields}
     for name in [*ours, *(n for n in theirs if n not in ours)]:
@@ -216,7 +221,8 @@ class Monitor:
         self.clock = clock
         self.scorer = BatchScorer(bundle, key_field=config.key, max_message_bytes=config.monitor.max_message_bytes,
                                   top_contributions=config.monitor.top_contributions,
-                                  invalid_values=config.monitor.invalid_values)
+                                  invalid_values=config.monitor.invalid_values,
+                                  limits=ShapeLimits(config.monitor.max_nesting_depth, config.monitor.max_array_length))
         self.metrics = MonitorMetrics(build_version=anomon_version(), fields=bundle.field_names, registry=registry)
         self.metrics.set_model(threshold=bundle.threshold.value, version=bundle.version,
                                created_at=model_created_at(bundle))

@@ -140,6 +140,9 @@ class MonitorConfig:
     # An unreadable value ("lots" for a number): scored as missing and listed in the alert, or
     # the whole event dead-lettered as wrong_type.
     invalid_values: Literal["score", "dead_letter"] = "score"
+    # Checked on an event's bytes before decoding (monitor.limits): deeper or longer is oversized.
+    max_nesting_depth: int = 16  # of a field's value: [1, 2] is 1, [[1]] is 2
+    max_array_length: int = 10_000  # elements of any array (a vector field's size must fit)
 
 
 DRIFT_DETECTORS = ("adwin", "kswin", "page_hinkley")
@@ -470,6 +473,8 @@ def _check_ranges(config: Config) -> None:
         (config.encoding.max_categories >= 1, "encoding.max_categories", "at least 1"),
         (config.kafka.partitions >= 1, "kafka.partitions", "at least 1"),
         (config.monitor.max_batch_records >= 1, "monitor.max_batch_records", "at least 1"),
+        (config.monitor.max_nesting_depth >= 1, "monitor.max_nesting_depth", "at least 1"),
+        (config.monitor.max_array_length >= 1, "monitor.max_array_length", "at least 1"),
         (0 <= config.metrics.port < 65536, "metrics.port", "a port number"),
         (config.drift.window >= 1, "drift.window", "at least 1"),
         (all((f.window or 1) >= 1 for f in (config.drift.score, *config.drift.fields.values())),
