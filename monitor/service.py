@@ -175,8 +175,9 @@ class Backoff:
 class _Unsettled:
     """A processed batch whose records are queued but not yet acknowledged, nor its offsets committed."""
 
-    offsets: Offsets
+    offsets: Offsets  # next offset to read per partition
     result: BatchResult
+    firsts: Offsets  # first offset of the batch per partition
 
 
 class Monitor:
@@ -238,10 +239,12 @@ class Monitor:
         self.lag_interval_s = lag_interval_s
         self.ready = False  # connected to Kafka and answering: what /readyz reports
         self.assignment: frozenset[tuple[str, int]] = frozenset()
-        self.totals: Counter[str] = Counter()  # events, scored, alerts, dead_letters, batches, disconnects
+        # events, scored, alerts, dead_letters, batches, disconnects, reread, handed_over
+        self.totals: Counter[str] = Counter()
         self._stop = threading.Event()
         self._unsettled: list[_Unsettled] = []  # processed, records not known to be acknowledged
         self._committed_unconfirmed: Offsets = {}  # committed without waiting: confirmed when stopping
+        self._read_to: Offsets = {}  # next offset expected per partition: an earlier one is a re-read
         self._failed_probes = 0
         self._next_probe = 0.0
         self._next_model: Bundle | None = None  # set by swap_model, taken up before the next batch
@@ -312,6 +315,7 @@ class Monitor:
                         self.totals["disconnects"] += 1
                         self._unsettled = []  # read again after reconnecting
                         self._committed_unconfirmed = {}
+                        self._read_to = {}  # said above: the batches since the last commit come again
                         transport.close()
                         transport = None
             finally:
@@ -327,7 +331,7 @@ class Monitor:
         try:
             self._settle(transport, wait=True)
             self._publish_control(transport)
-            transport.flush(self.flush_timeout_s)
+            self._flush(transport)
         except TransportError as exc:
             log.warning("%s; the batches since the last commit will be delivered again", exc)
         finally:
@@ -352,7 +356,10 @@ class Monitor:
     def _step(self, transport: Transport) -> None:
         m = self.config.monitor
         messages = transport.poll(max_records=m.max_batch_records, timeout_ms=m.max_wait_ms)
-        self.assignment = frozenset(transport.assignment())
+        assignment = frozenset(transport.assignment())
+        if assignment != self.assignment:
+            self._rebalanced(transport, assignment)
+        self.assignment = assignment
         self._settle(transport)  # the earlier batches' records were acknowledged during the poll, as a rule
         self._publish_control(transport)
         self._take_up_model()  # between batches: this one is scored whole by the new model
@@ -372,7 +379,37 @@ class Monitor:
             transport.produce(k.dead_letter_topic, letter.value, key=letter.key, headers=letter.headers)
         result.seconds = time.perf_counter() - started
         result.offsets = next_offsets(messages)
-        return _Unsettled(result.offsets, result)
+        firsts = {(m.topic, m.partition): m.offset for m in reversed(messages)}
+        self._note_reread(firsts)
+        self._read_to.update(result.offsets)
+        return _Unsettled(result.offsets, result, firsts)
+
+    def _rebalanced(self, transport: Transport, assignment: frozenset[tuple[str, int]]) -> None:
+        """Commit again what was committed without waiting on the partitions this member keeps.
+
+        A commit sent while the group rebalances fails (``RebalanceInProgress``); on a partition
+        that receives nothing more, no later commit would cover it, and a restart would score
+        its records again.  Partitions this member lost are left alone: their new owner's
+        commits are newer than ours.
+        """
+        kept = {tp: o for tp, o in self._committed_unconfirmed.items() if tp in assignment and tp in self.assignment}
+        self._committed_unconfirmed = kept
+        if kept:
+            transport.commit(kept, wait=False)
+
+    def _note_reread(self, firsts: Offsets) -> None:
+        """Say so when a partition goes back to records this process has scored already.
+
+        That is at-least-once at work (a rebalance reset the position to the last commit, or a
+        batch outlived ``max_poll_interval_ms`` and the member was dropped): the records are
+        scored again and their alerts come out again under the same ``alert_id``.
+        """
+        again = {tp: self._read_to[tp] - first for tp, first in firsts.items() if first < self._read_to.get(tp, first)}
+        if again:
+            self.totals["reread"] += sum(again.values())
+            log.warning("reading %d records again (%s): the group rebalanced or a commit was lost; they are scored "
+                        "again and their alerts repeat under the same alert ids", sum(again.values()),
+                        ", ".join(f"{t}/{p} from {firsts[(t, p)]}" for t, p in sorted(again)))
 
     def _settle(self, transport: Transport, wait: bool = False) -> None:
         """Commit the processed batches whose alerts and dead letters are all acknowledged.
@@ -389,6 +426,14 @@ class Monitor:
         # Partitions a rebalance gave to another member are theirs to commit: ours could be older.
         assigned = transport.assignment()
         offsets = {tp: offset for batch in batches for tp, offset in batch.offsets.items() if tp in assigned}
+        handed_over = sum(offset - batch.firsts[tp] for batch in batches for tp, offset in batch.offsets.items()
+                          if tp not in assigned)
+        if handed_over:
+            self.totals["handed_over"] += handed_over
+            moved = sorted({tp for batch in batches for tp in batch.offsets if tp not in assigned})
+            log.warning("%s moved to another member before %d records of theirs were committed: the new owner "
+                        "scores them again, their alerts repeat under the same alert ids", ", ".join(
+                            f"{t}/{p}" for t, p in moved), handed_over)
         if wait:
             unconfirmed = {tp: o for tp, o in self._committed_unconfirmed.items() if tp in assigned}
             transport.commit({**unconfirmed, **offsets})
