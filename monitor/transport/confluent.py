@@ -16,7 +16,8 @@ Install with ``pip install 'anomon[confluent]'``.  The semantics are those of
   ``max_records`` (librdkafka's ``consume`` would wait for all ``max_records``).
 
 librdkafka's messages have methods where `Message` has attributes, so each is wrapped in a
-`ConfluentMessage`: the value is read once, the rest only when an alert or a dead letter needs it.
+`ConfluentMessage`: the value and partition are read once, the rest only when an alert or a dead
+letter needs it.
 Measured on the embedded broker (100k messages of 220 bytes): the wrapper costs about 0.3 µs per
 message, a `Record` copy of every field about 1 µs, and a column of values alone 0.04-0.13 µs,
 against 1 µs to decode the JSON.  The 0.2 µs a column batch would save is about 3% of the score
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from operator import methodcaller
+from operator import attrgetter
 from typing import Any, Mapping
 
 from confluent_kafka import (
@@ -110,7 +111,7 @@ REFUSED_FOR_GOOD = frozenset({
     KafkaError.INVALID_RECORD, KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.INVALID_TIMESTAMP,
 })
-_partition = methodcaller("partition")
+_partition = attrgetter("partition")
 
 
 def librdkafka_security(security: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,19 +153,16 @@ def _log_error(error: KafkaError) -> None:
 class ConfluentMessage:
     """A librdkafka message seen as a `Message`: the value read once, the other fields on access."""
 
-    __slots__ = ("_message", "value")
+    __slots__ = ("_message", "value", "partition")
 
     def __init__(self, message: Any) -> None:
         self._message = message
         self.value: bytes | None = message.value()
+        self.partition: int = message.partition()  # read by every poll, to sort
 
     @property
     def topic(self) -> str:
         return self._message.topic()
-
-    @property
-    def partition(self) -> int:
-        return self._message.partition()
 
     @property
     def offset(self) -> int:
@@ -416,11 +414,11 @@ class ConfluentTransport:
             raw = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
         except KafkaException as exc:
             raise _unavailable_or(exc, TransportError, "poll") from exc
-        good = [m for m in raw if m.error() is None]
-        if len(good) < len(raw):
+        messages = [ConfluentMessage(m) for m in raw if m.error() is None]
+        if len(messages) < len(raw):
             self._check_errors(raw)
-        good.sort(key=_partition)  # stable: offset order within each partition, as fetched
-        return [ConfluentMessage(m) for m in good]
+        messages.sort(key=_partition)  # stable: offset order within each partition, as fetched
+        return messages
 
     @staticmethod
     def _check_errors(messages: list[Any]) -> None:
