@@ -29,7 +29,7 @@ test: .stamp-install deploy-tools
 	$(BIN)/python -m pytest -q
 
 bench: .stamp-install
-	$(BIN)/python bench/nsl_kdd.py
+	$(BIN)/python bench/suite.py
 
 bench-quality: .stamp-install
 	$(BIN)/python bench/quality.py

@@ -41,7 +41,7 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import yaml
@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from monitor.broker import EmbeddedBroker  # noqa: E402
 from monitor.demo import DEMO_CONFIG, HISTORY_START, SITE_SEED, TRAINING_EVENTS  # noqa: E402
 from monitor.traffic import TrafficGenerator  # noqa: E402
-from monitor.transport import ensure_topics  # noqa: E402
+from monitor.transport import client, ensure_topics  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.fit import fit  # noqa: E402
 
@@ -89,9 +89,9 @@ def main() -> None:
         for run in range(1, args.repeats + 1):  # --repeats 0: the latency runs alone
             topics, config_path, metrics_url = fresh_topics(workdir, servers)
             produce_all(servers, topics["input_topic"], values)
-            bare = bare_loop(servers, topics["input_topic"], len(values))
+            bare = bare_loop(servers, topics["input_topic"], len(values)).events_per_s
             monitor = start_monitor(config_path, model_dir)
-            rate = monitor_rate(metrics_url, len(values), monitor)
+            rate = monitor_rate(metrics_url, len(values), monitor).events_per_s
             stop(monitor)
             monitor = None
             if not rate:  # timed from the first scrape that counts events, so it needs several
@@ -134,15 +134,16 @@ def train(workdir: Path) -> Path:
     return workdir / "model"
 
 
-def fresh_topics(workdir: Path, servers: str) -> tuple[dict[str, str], Path, str]:
-    """Create fresh topics and write the demo config for them and a fresh group; returns
-    (topics, config path, metrics URL)."""
+def fresh_topics(workdir: Path, servers: str, kafka_client: str = "kafka-python") -> tuple[dict[str, str], Path, str]:
+    """Create fresh topics and write the demo config for them, a fresh group and `kafka_client`
+    (``kafka.client``); returns (topics, config path, metrics URL)."""
     run, port = uuid.uuid4().hex[:8], free_port()
     topics = {"input_topic": f"bench-events-{run}", "alert_topic": f"bench-alerts-{run}",
               "dead_letter_topic": f"bench-dlq-{run}"}
     ensure_topics(servers, {name: PARTITIONS for name in topics.values()})
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw["kafka"].update(bootstrap_servers=servers, group_id=f"bench-{run}", partitions=PARTITIONS, **topics)
+    raw["kafka"].update(bootstrap_servers=servers, group_id=f"bench-{run}", partitions=PARTITIONS, client=kafka_client,
+                        **topics)
     raw["metrics"] = {"port": port}
     path = workdir / f"anomon-{run}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -226,20 +227,30 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def produce_all(servers: str, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, batch_size=256 * 1024)
-    for value in values:
-        producer.send(topic, value)
-    producer.flush()
-    producer.close()
+def produce_all(servers: str, topic: str, values: Iterable[bytes], kafka_client: str = "confluent") -> None:
+    """Send `values` with the transport seam's producer of `kafka_client` (confluent: 20x kafka-python's rate)."""
+    producer = client(kafka_client).producer(bootstrap_servers=servers, linger_ms=5)
+    try:
+        for value in values:
+            producer.produce(topic, value)
+        producer.flush()
+    finally:
+        producer.close()
 
 
-def bare_loop(servers: str, topic: str, expected: int) -> float:
-    """events/s of poll + json.loads, timed from the first record to the last."""
+class Throughput(NamedTuple):
+    """events/s (wall clock) and CPU seconds per event of the consuming process, over the same span."""
+
+    events_per_s: float
+    cpu_per_event: float
+
+
+def bare_loop(servers: str, topic: str, expected: int) -> Throughput:
+    """poll + json.loads in this process, timed from the first record to the last."""
     consumer = KafkaConsumer(topic, bootstrap_servers=servers, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    seen, first, started = 0, 0, None
+    seen, first, started, cpu = 0, 0, None, 0.0
     try:
         while seen < expected:
             batches = consumer.poll(timeout_ms=200, max_records=500)
@@ -248,8 +259,8 @@ def bare_loop(servers: str, topic: str, expected: int) -> float:
                     json.loads(record.value)
                 seen += len(records)
             if started is None and seen:
-                started, first = time.perf_counter(), seen
-        return (seen - first) / (time.perf_counter() - started)
+                started, first, cpu = time.perf_counter(), seen, time.process_time()
+        return Throughput((seen - first) / (time.perf_counter() - started), (time.process_time() - cpu) / (seen - first))
     finally:
         consumer.close()
 
@@ -262,16 +273,18 @@ def scored_count(metrics_url: str) -> float:
     return sum(float(v) for v in re.findall(r'^anomon_events_total\{result="\w+"\} (\S+)$', body, re.MULTILINE))
 
 
-def monitor_rate(metrics_url: str, expected: int, process: subprocess.Popen, timeout_s: float = 300) -> float:
-    """events/s of the monitor process, from its first counted batch until it has processed everything."""
+def monitor_rate(metrics_url: str, expected: int, process: subprocess.Popen, timeout_s: float = 300) -> Throughput:
+    """events/s and CPU per event of the monitor process, from its first counted batch until it has processed everything."""
     deadline = time.monotonic() + timeout_s
-    first, started = 0.0, None
+    first, started, cpu = 0.0, None, 0.0
     while time.monotonic() < deadline and process.poll() is None:
         count = scored_count(metrics_url)
         if started is None and count:
-            started, first = time.perf_counter(), count
+            started, first, cpu = time.perf_counter(), count, cpu_seconds(process.pid)
         if count >= expected:
-            return (count - first) / (time.perf_counter() - started)
+            done = count - first  # 0: everything was done by the first scrape, nothing to time
+            return Throughput(done / (time.perf_counter() - started),
+                              (cpu_seconds(process.pid) - cpu) / done if done else float("nan"))
         time.sleep(0.1)  # scraping costs the monitor CPU: not too often
     raise SystemExit(f"the monitor did not process {expected} events (exit code {process.poll()})")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,3 +34,30 @@ def test_monitor_benchmark_prints_throughput_latency_and_cpu():
     assert re.search(r"anomon monitor, [1-9]\d* alerts; CPU seconds during the run: broker \d+\.\d, monitor \d+\.\d",
                      out), out
     assert len(re.findall(r"produce→alert received  p50 +\d+\.\d ms  p99 +\d+\.\d ms", out)) == 2, out
+
+
+def test_bench_suite_prints_every_figure_beside_its_baseline_and_writes_them(tmp_path):
+    out = tmp_path / "results.json"
+    bench = subprocess.Popen(
+        [sys.executable, "bench/suite.py", "--events", "30000", "--score-events", "5000", "--repeats", "1",
+         "--latency-seconds", "1", "--latency-rates", "1000", "--memory-events", "110000", "--skip-training",
+         "--out", str(out)],
+        cwd=ROOT, env={**os.environ, "ANOMON_MODEL_EPOCHS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    try:
+        stdout, err = bench.communicate(timeout=280)
+    finally:  # a bench stopped half-way must not leave its monitors behind
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+    assert bench.returncode == 0, err[-3000:]
+    results = json.loads(out.read_text())
+    assert {"score_path", "end_to_end", "latency", "memory", "table"} <= set(results)
+    whats = [row["what"] for row in results["table"]]
+    for what in ("score path, 1% alerts", "score path, 20% alerts", "monitor end to end, kafka-python",
+                 "monitor end to end, confluent", "produce→alert p50/p99 at 1k ev/s, kafka-python",
+                 "produce→alert p50/p99 at 1k ev/s, confluent", "monitor RSS after 0.11M events"):
+        assert what in whats, whats
+        assert what in stdout
+    assert all(row["baseline"] for row in results["table"])
+    assert results["score_path"]["rates"]["0.2"]["alert_rate"] == 0.2
