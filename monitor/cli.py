@@ -146,11 +146,12 @@ def _fraction(text: str) -> float:
 
 def _schema_infer(args: argparse.Namespace) -> int:
     from trainer.data import read_records
+    from trainer.files import atomic_write_text
     from trainer.schema import infer_fields, render_config
 
     text = render_config(infer_fields(read_records(args.data, limit=args.sample)), source=args.data.name)
     if args.out:
-        args.out.write_text(text)
+        atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

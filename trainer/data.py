@@ -13,10 +13,12 @@ header names to strings (empty cell = missing), which the encoder coerces like a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -48,16 +50,33 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
     name = path.name.lower()
     if not name.endswith(SUFFIXES):
         raise DataError(f"data: {path} is not one of {', '.join(SUFFIXES)}")
+    if path.is_dir():
+        raise DataError(f"data: {path} is a directory, not a file")
     if not path.is_file():
         raise DataError(f"data: {path} does not exist")
     reader = _iter_csv if ".csv" in name else _iter_jsonl
-    with _open_text(path) as stream:
-        yield from reader(stream, path)
+    lines = [0]  # lines read so far, kept by the reader: where a decoding error happened
+    with _reading(path, lines), _open_text(path) as stream:
+        yield from reader(stream, path, lines)
+
+
+@contextlib.contextmanager
+def _reading(path: Path, lines: list[int]) -> Iterator[None]:
+    """Turn what a damaged file raises (bad UTF-8, a truncated gzip...) into one-line `DataError`s."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise DataError(f"data: {path} is not UTF-8 text (after line {lines[0]})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"data: {path} is a truncated or corrupt gzip file (after line {lines[0]}: {exc})") from None
+    except OSError as exc:
+        raise DataError(f"data: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def count_lines(path: str | Path) -> int:
     """Number of records in a file (lines, less a CSV header), for progress bars."""
-    with _open_text(Path(path)) as stream:
+    lines = [0]
+    with _reading(Path(path), lines), _open_text(Path(path)) as stream:
         n = sum(1 for line in stream if line.strip())
     return n - 1 if ".csv" in Path(path).name.lower() else n
 
@@ -68,8 +87,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def _iter_jsonl(stream: io.TextIOBase, path: Path) -> Iterator[dict[str, Any]]:
+def _iter_jsonl(stream: io.TextIOBase, path: Path, lines: list[int]) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(stream, start=1):
+        lines[0] = number
         if not line.strip():
             continue
         try:
@@ -81,13 +101,14 @@ def _iter_jsonl(stream: io.TextIOBase, path: Path) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def _iter_csv(stream: io.TextIOBase, path: Path) -> Iterator[dict[str, Any]]:
+def _iter_csv(stream: io.TextIOBase, path: Path, lines: list[int]) -> Iterator[dict[str, Any]]:
     rows = csv.reader(stream)
     header = next(rows, None)
     if not header:
         raise DataError(f"data: {path} has no header line")
     width = len(header)
     for number, row in enumerate(rows, start=2):
+        lines[0] = number
         if not row:
             continue
         if len(row) != width:

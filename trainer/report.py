@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from trainer.evaluation import is_anomaly, pr_auc, pr_curve, roc_auc, roc_curve
+from trainer.files import atomic_write, atomic_write_text
 
 __all__ = [
     "plot_image_grid",
@@ -48,7 +49,8 @@ def _figure(width: float, height: float):
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as stream:  # a reader never sees half an image
+        fig.savefig(stream, format=path.suffix.lstrip(".") or "png", dpi=100)
     return path
 
 
@@ -366,7 +368,7 @@ def write_report(
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = report_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     paths = [
         metrics_path,
         plot_score_histogram(scores, str_labels, threshold, report_dir / "score_histogram.png"),

@@ -42,6 +42,7 @@ from trainer.bundle import Bundle, ScoredBatch
 from trainer.data import count_lines, iter_chunks
 from trainer.errors import AnomonError
 from trainer.evaluation import evaluate
+from trainer.files import atomic_write
 from trainer.progress import log, progress
 from trainer.threshold import BANDS
 
@@ -192,7 +193,7 @@ def score_file(model: str | Path, data: str | Path, out: str | Path | None = Non
 def _output(out: str | Path | None, default_stdout: bool) -> AbstractContextManager[IO[str] | None]:
     """The JSON Lines stream as a context manager: the file, stdout, or None (no output)."""
     if out is not None:
-        return open(out, "w", encoding="utf-8")
+        return atomic_write(out)  # renamed into place once complete: never a half-written file
     return nullcontext(sys.stdout if default_stdout else None)
 
 
