@@ -77,8 +77,9 @@ def soak(pid: int, servers: str, topic: str, metrics_url: str, args: argparse.Na
     try:
         while (elapsed := time.monotonic() - started) < args.seconds:
             time.sleep(min(args.sample_s, max(0.0, args.seconds - elapsed)))
-            sample = {"t": time.monotonic() - started, "sent": sent[0], "scored": scored_count(metrics_url),
-                      **process_sample(pid)}
+            # /proc first: a metrics scrape runs in a thread of its own and holds a socket meanwhile.
+            sample = {"t": time.monotonic() - started, "sent": sent[0], **process_sample(pid)}
+            sample["scored"] = scored_count(metrics_url)
             samples.append(sample)
             print(f"{sample['t']:6.0f} {sample['sent']:9.0f} {sample['scored']:9.0f} {sample['rss_mb']:9.1f} "
                   f"{sample['fds']:5.0f} {sample['threads']:7.0f}", flush=True)
