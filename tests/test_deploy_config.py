@@ -105,6 +105,23 @@ def test_amtool_checks_the_alertmanager_config():
     assert "SUCCESS" in out and "1 receivers" in out
 
 
+def test_amtool_routes_every_alert_to_a_receiver():
+    config = DEPLOY / "alertmanager" / "alertmanager.yml"
+    receivers = {receiver["name"] for receiver in load(config)["receivers"]}
+    for rule in alerting_rules():
+        labels = [f"alertname={rule['alert']}", "job=anomon", *(f"{k}={v}" for k, v in rule["labels"].items())]
+        out = check(tool("amtool"), "config", "routes", "test", f"--config.file={config}", *labels).stdout
+        assert out.strip() in receivers, (rule["alert"], out)
+
+
+def test_inhibit_rules_name_alerts_that_exist():
+    names = {rule["alert"] for rule in alerting_rules()}
+    for inhibit in load(DEPLOY / "alertmanager" / "alertmanager.yml")["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            value = matcher.split("=", 1)[1].strip('~"')
+            assert set(value.split("|")) <= names, matcher
+
+
 # -- Compose ----------------------------------------------------------------------------------------
 
 def test_compose_v2_validates_the_file_with_and_without_the_demo_profile():
