@@ -114,6 +114,10 @@ class MonitorProcess:
         """SIGTERM: the clean stop; returns the exit status."""
         return stop(self.process, signal.SIGTERM)
 
+    def connected(self) -> bool:
+        """Whether the current run has connected to Kafka (its signal handlers are in place by then)."""
+        return "connected to Kafka" in self.log.read_text().rsplit(f"--- run {self.runs}\n", 1)[-1]
+
     def scored_lines(self, run: int | None = None) -> int:
         """Journal lines written so far (by `run`, or by any)."""
         if not self.journal.exists():

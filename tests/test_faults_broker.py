@@ -11,6 +11,7 @@ alerts exactly the offline ones, its offsets committed.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -75,8 +76,19 @@ def test_the_monitor_rides_out_a_20_s_broker_outage_and_loses_nothing_after_it(t
     ids = [a["alert_id"] for a in alerts]
     assert len(ids) == len(set(ids)) and set(ids) - borderline == expected - borderline
     text = log.read_text()
-    assert "Traceback" not in text
+    assert not escaped_tracebacks(text), escaped_tracebacks(text)
     assert "Kafka unavailable" in text or "cannot connect to Kafka" in text
     print(f"\noutage: /readyz {ready.count(503)}/{len(ready)} polls 503 during {OUTAGE_S} s, /metrics "
           f"{metrics.count(200)}/{len(metrics)} answered; {len(ids)} alerts after the restart, {len(expected)} expected")
 
+
+
+def escaped_tracebacks(log: str) -> list[str]:
+    """The tracebacks in a monitor's log that are not a Kafka client's own log record.
+
+    kafka-python logs some connection errors with their traceback (a reset connection during
+    the outage, say); an exception escaping anomon's code would be printed by Python itself, or
+    logged by one of anomon's loggers.
+    """
+    records = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ )", log)
+    return [r[:300] for r in records if "Traceback" in r and not re.match(r"\S+ \S+ \w+ kafka\.", r)]
