@@ -10,7 +10,12 @@ whatever was not committed is read again, and its alerts come out again with the
 
 When Kafka cannot be reached the monitor reports not-ready, drops its client, and reconnects
 with exponential backoff (creating missing topics again), while the metrics server keeps
-serving.  `run_monitor` adds configuration, the metrics server and signal handling: SIGTERM or
+serving.  A record the broker refuses for good is not a lost broker: it is produced again a few
+times, then set aside (`monitor.setaside`), and its partition flows on.  Across a rebalance,
+commits sent without waiting are sent again on the partitions kept (one sent during the
+rebalance is refused), and records scored twice, because a partition went back to its last
+commit or was handed over before its commit, are logged with their count (``totals["reread"]``,
+``totals["handed_over"]``).  `run_monitor` adds configuration, the metrics server and signal handling: SIGTERM or
 SIGINT finishes the batch in hand, flushes, commits, closes and returns 0.
 
 Each settled batch (committed, its records acknowledged) goes to the monitor's batch observers
