@@ -128,3 +128,25 @@ def test_detectors_and_fields_are_configurable(kafka_broker):
     with pytest.raises(DriftConfigError, match="kswin"):
         bad = config_from_dict({**raw, "drift": {"detector": "kswin", "params": {"widow": 3}}}, environ={})
         DriftObserver(bad, traffic_bundle(), emit=lambda event: None, metrics=MonitorMetrics(build_version="x"))
+
+
+def test_the_drift_command_reports_each_field_against_the_training_reference(tmp_path, capsys):
+    from monitor.cli import main
+    from test_lifecycle import saved_copy
+
+    saved_copy(traffic_bundle(), tmp_path / "models")
+    same, shifted = tmp_path / "same.jsonl", tmp_path / "shifted.jsonl"
+    events = traffic(SHIFT + 10_000)
+    same.write_text("".join(json.dumps(e) + "\n" for e in events[:5000]))  # 8 hours: one part of the day
+    shifted.write_text("".join(json.dumps(e) + "\n" for e in new_dominant_country(shifted_latency(events))[SHIFT:]))
+    assert main(["drift", "--model", str(tmp_path / "models"), "--data", str(same)]) == 0
+    table = capsys.readouterr().out
+    assert "0 of 8 fields drifted" in table, table  # the hours of the day it covers are compared with the same hours
+    assert main(["drift", "--model", str(tmp_path / "models"), "--data", str(shifted), "--report",
+                 str(tmp_path / "report")]) == 0
+    table = capsys.readouterr().out
+    assert "2 of 8 fields drifted: country, latency_ms" in table, table
+    report = json.loads((tmp_path / "report" / "drift.json").read_text())
+    assert report["fields"]["latency_ms"]["psi"] >= 0.2 and report["fields"]["country"]["jensen_shannon"] >= 0.1
+    assert report["fields"]["bytes_out"]["drift"] is False
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["drift_country.png", "drift_latency_ms.png"]

@@ -5,7 +5,7 @@ score, *as a function of the hour of day*, so that live traffic is always compar
 traffic of the same hours (a 02:00 window with the 02:00 reference, never with the daily mix):
 
 - numeric and boolean fields: the baseline mean and variance of the field's encoded value (the
-  log-scaled, scaled model input) at hour h, fitted by least squares on daily harmonics
+  log-scaled, scaled model input) at hour h, fitted by least squares on harmonics
   ``F(h) = [1, sin d, cos d, sin 2d, cos 2d, sin w, cos w]`` (d the angle of the time of day, w of
   the day of week), and the quantiles
   of the de-seasonalised values (value minus the baseline mean at its hour);
@@ -19,8 +19,12 @@ retraining window of one hour, say), the baseline is a constant, and without the
 has no weekly terms: harmonics fitted on part of a cycle would extrapolate wildly to the rest.
 
 `drift_report` is the batch view (`anomon drift --model DIR --data FILE`): per field, the file
-against the reference, de-seasonalised the same way (PSI and Wasserstein-1 for numeric fields,
-Jensen-Shannon distance for categorical ones), with a verdict.
+against the reference, hour for hour.  Numeric and boolean fields: the population stability
+index over the training deciles, the expected share of each decile being the mix of the
+reference's shares at the file's hours (drift at PSI >= 0.2), and the Wasserstein-1 distance
+between de-seasonalised values (in encoded units); categorical fields: the Jensen-Shannon
+distance between the file's category shares and the shares expected at its hours (drift at
+>= 0.1).
 
 >>> from trainer.config import FieldSpec
 >>> from trainer.encoding import Encoder
@@ -59,6 +63,7 @@ _QUANTILES = np.linspace(0.0, 1.0, 101)
 _MIN_HOUR_SHARE = 0.1  # each hour must hold a tenth of its fair share of records for a seasonal fit
 _RIDGE = 1e-6
 _SHRINK = 500  # training records an hour needs for half its own correction (see `_hourly`)
+_SHRINK_SHARES = 50  # the same for an hour's bin shares
 
 
 def day_features(encoder: Encoder, X: np.ndarray) -> np.ndarray:
@@ -135,9 +140,15 @@ class NumericReference:
     var: np.ndarray
     quantiles: np.ndarray  # of the de-seasonalised training values
     var_floor: float
+    edges: np.ndarray  # bin edges of the values (their distinct deciles), for the PSI
+    shares: np.ndarray  # (25, bins): each bin's share at hours 0-23 (shrunk towards the day's), and overall
 
     def present(self, X: np.ndarray) -> np.ndarray:
         return np.ones(len(X), bool) if self.indicator is None else X[:, self.indicator] == 0
+
+    def bins(self, values: np.ndarray) -> np.ndarray:
+        """Bin of each value: (-inf, e0], (e0, e1], ..., (e_last, inf)."""
+        return np.searchsorted(self.edges, values, side="left")
 
     def baseline(self, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Expected value and standard deviation at each row's time."""
@@ -213,7 +224,7 @@ class Reference:
         def numeric(n: NumericReference) -> dict[str, Any]:
             return {"kind": "numeric", "column": n.column, "indicator": n.indicator, "mean": n.mean.tolist(),
                     "hourly": n.hourly.tolist(), "var": n.var.tolist(), "quantiles": n.quantiles.tolist(),
-                    "var_floor": n.var_floor}
+                    "var_floor": n.var_floor, "edges": n.edges.tolist(), "shares": n.shares.tolist()}
 
         def categorical(c: CategoricalReference) -> dict[str, Any]:
             return {"kind": "categorical", "start": c.start, "stop": c.stop, "categories": c.categories,
@@ -228,7 +239,8 @@ class Reference:
     def from_dict(cls, state: dict[str, Any]) -> Reference:
         def numeric(d: dict[str, Any]) -> NumericReference:
             return NumericReference(d["column"], d["indicator"], np.array(d["mean"]), np.array(d["hourly"]),
-                            np.array(d["var"]), np.array(d["quantiles"]), d["var_floor"])
+                            np.array(d["var"]), np.array(d["quantiles"]), d["var_floor"], np.array(d["edges"]),
+                            np.array(d["shares"]))
 
         fields = {name: numeric(d) if d["kind"] == "numeric" else
                   CategoricalReference(d["start"], d["stop"], d["categories"], np.array(d["coef"]),
@@ -254,25 +266,30 @@ def _numeric(F: np.ndarray, X: np.ndarray, column: int, indicator: int | None) -
     residual = y - Fp @ mean - hourly[hour_of_day(Fp)]
     var = _fit(Fp, residual**2)
     floor = max(1e-3 * float(residual.var()), 1e-12)
-    return NumericReference(column, indicator, mean, hourly, var, np.quantile(residual, _QUANTILES), floor)
+    edges = np.unique(np.quantile(y, np.linspace(0.1, 0.9, 9)))
+    bins = np.searchsorted(edges, y, side="left")
+    overall = np.bincount(bins, minlength=len(edges) + 1) / len(y)
+    hours = hour_of_day(Fp)
+    shares = np.empty((25, len(edges) + 1))
+    for h in range(24):
+        counts = np.bincount(bins[hours == h], minlength=len(edges) + 1)
+        shares[h] = (counts + _SHRINK_SHARES * overall) / (counts.sum() + _SHRINK_SHARES)
+    shares[24] = overall
+    return NumericReference(column, indicator, mean, hourly, var, np.quantile(residual, _QUANTILES), floor,
+                            edges, shares)
 
 
 # -- the batch report -----------------------------------------------------------------------------
 
 
-def psi(reference_quantiles: np.ndarray, values: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of `values` over the reference's `bins` quantile bins.
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index between two sets of bin shares (or counts).
 
-    >>> q = np.quantile(np.random.default_rng(0).normal(size=10_000), _QUANTILES)
-    >>> same = psi(q, np.random.default_rng(1).normal(size=10_000))
-    >>> shifted = psi(q, np.random.default_rng(1).normal(size=10_000) + 1)
-    >>> same < 0.01, shifted > PSI_DRIFT
-    (True, True)
+    >>> round(psi(np.array([0.5, 0.5]), np.array([0.5, 0.5])), 6), round(psi(np.array([0.5, 0.5]), np.array([0.8, 0.2])), 3)
+    (0.0, 0.416)
     """
-    edges = np.unique(reference_quantiles[:: len(reference_quantiles) // bins][1:-1])
-    expected = np.diff(np.interp(edges, reference_quantiles, _QUANTILES), prepend=0.0, append=1.0)
-    actual = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1) / len(values)
-    expected, actual = np.maximum(expected, 1e-4), np.maximum(actual, 1e-4)
+    expected = np.maximum(expected / expected.sum(), 1e-4)
+    actual = np.maximum(actual / actual.sum(), 1e-4)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
@@ -301,23 +318,27 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 def drift_report(encoder: Encoder, reference: Reference, chunks: Iterable[list[dict[str, Any]]]) -> dict[str, Any]:
     """Per field: the records of `chunks` against `reference`, de-seasonalised; see the module docstring."""
-    residuals: dict[str, list[np.ndarray]] = {n: [] for n, r in reference.fields.items() if isinstance(r, NumericReference)}
-    observed = {n: np.zeros(len(r.categories)) for n, r in reference.fields.items() if isinstance(r, CategoricalReference)}
-    expected = {n: np.zeros(len(r.categories)) for n in observed for r in [reference.fields[n]]}
+    numeric = [n for n, r in reference.fields.items() if isinstance(r, NumericReference)]
+    residuals: dict[str, list[np.ndarray]] = {n: [] for n in numeric}
+    observed = {n: np.zeros(len(r.shares[0]) if n in numeric else len(r.categories))
+                for n, r in reference.fields.items()}
+    expected = {n: np.zeros_like(counts) for n, counts in observed.items()}
     n_records = 0
     for chunk in chunks:
         encoded = encoder.transform(chunk)
         X = encoded.X[encoded.valid]
         F = day_features(encoder, X)[:, : reference.seasonal]
         n_records += len(X)
-        for name in residuals:
-            ref = reference.fields[name]
-            present = ref.present(X)
-            residuals[name].append(X[present, ref.column] - ref.baseline(F[present])[0])
-        for name in observed:
-            ref = reference.fields[name]
-            observed[name] += X[:, ref.start:ref.stop].sum(axis=0)
-            expected[name] += ref.probabilities(F).sum(axis=0)
+        for name, ref in reference.fields.items():
+            if name in residuals:
+                present = ref.present(X)
+                values = X[present, ref.column]
+                residuals[name].append(values - ref.baseline(F[present])[0])
+                observed[name] += np.bincount(ref.bins(values), minlength=len(observed[name]))
+                expected[name] += ref.shares[hour_of_day(F[present])].sum(axis=0)
+            else:
+                observed[name] += X[:, ref.start:ref.stop].sum(axis=0)
+                expected[name] += ref.probabilities(F).sum(axis=0)
     fields: dict[str, Any] = {}
     for name, parts in residuals.items():
         ref = reference.fields[name]
@@ -325,17 +346,20 @@ def drift_report(encoder: Encoder, reference: Reference, chunks: Iterable[list[d
         if values.size == 0:
             fields[name] = {"type": "numeric", "records": 0, "drift": False}
             continue
-        value = psi(ref.quantiles, values)
+        value = psi(expected[name], observed[name])
         fields[name] = {
             "type": "numeric", "records": int(values.size), "psi": round(value, 4),
             "wasserstein": round(wasserstein(ref.quantiles, values), 4),
             "reference_median": _raw(encoder, name, ref, float(ref.quantiles[50])),
             "current_median": _raw(encoder, name, ref, float(np.median(values))),
             "drift": value >= PSI_DRIFT,
-            "reference_quantiles": ref.quantiles.tolist(), "current_quantiles": np.quantile(values, _QUANTILES).tolist(),
+            "reference_quantiles": ref.quantiles.tolist(),
+            "current_quantiles": np.quantile(values, _QUANTILES).tolist(),
         }
     for name, counts in observed.items():
         ref = reference.fields[name]
+        if name in residuals:
+            continue
         if counts.sum() == 0:
             fields[name] = {"type": "categorical", "records": 0, "drift": False}
             continue
