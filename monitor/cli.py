@@ -108,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     replay.add_argument("--loop", action="store_true", help="start over at the end of the file")
 
-    demo = command("demo", _demo, "embedded broker + synthetic traffic + training + live monitor")
-    demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
+    demo = command("demo", _demo, "embedded broker + synthetic traffic + training + live monitor, "
+                                  "then drift, retraining and the new model live")
+    demo.add_argument("--seconds", type=float, default=120.0, help="stop after this long (default 120)")
+    demo.add_argument("--shift-after", type=float, default=15.0,
+                      help="seconds of streaming before the scripted shift (default 15; negative: none)")
     demo.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
 
@@ -249,7 +252,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
-    return run_demo(seconds=args.seconds, rate=args.rate, workdir=args.workdir)
+    return run_demo(seconds=args.seconds, rate=args.rate, workdir=args.workdir,
+                    shift_after=None if args.shift_after < 0 else args.shift_after)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ On the embedded test broker ``offsets_for_times`` answers with the current time,
 are approximate: there, pass offset windows (``--from-offset``/``--to-offset``).
 
 `AutoRetrainer` (``retrain: {mode: auto}``) watches a monitor's drift detections: once
-``retrain.min_records`` events have been scored since a detection, and ``retrain.cooldown_s``
+``retrain.min_records`` events have been scored below the threshold since a detection, and ``retrain.cooldown_s``
 has passed since the last retraining, it runs `anomon retrain` in a separate process over the
 monitor's partitions from the detection's offsets, so scoring never pauses.  The monitor's
 `ModelWatcher` then takes the new version up.
@@ -236,9 +236,11 @@ class AutoRetrainer:
 
     def on_batch(self, result: BatchResult) -> None:
         waiting = self._since is not None
+        self._end.update({str(p): o for (_, p), o in result.offsets.items()})
         for detection in list(self.monitor.drift.detections)[self._seen:]:
             if self._since is None:  # counted from the next batch on: this one ends at the detection's offsets
-                self._since = {"offsets": dict(detection["offsets"]), "fields": set(), "events": 0}
+                # Partitions not in the detection's batch start where their last batch ended.
+                self._since = {"offsets": {**self._end, **detection["offsets"]}, "fields": set(), "events": 0}
             if detection["field"] != SCORE:
                 self._since["fields"].add(detection["field"])
         self._seen = len(self.monitor.drift.detections)
@@ -249,8 +251,8 @@ class AutoRetrainer:
             self.process = None
         if not waiting:
             return
-        self._since["events"] += result.scored
-        self._end.update({str(p): o for (_, p), o in result.offsets.items()})
+        # Events below the threshold: retraining keeps at least these (it leaves the drifted fields out).
+        self._since["events"] += result.scored - len(result.alerts)
         r = self.config.retrain
         if (self.process is None and self._since["events"] >= r.min_records
                 and self.clock() - self._last_start >= r.cooldown_s):

@@ -89,3 +89,22 @@ def test_demo_runs_end_to_end_and_stops_by_itself(tmp_path):
     assert (tmp_path / "demo" / "models" / "demo" / "CURRENT").is_file()
     sent, scored = re.search(r"done: ([\d,]+) events sent, ([\d,]+) scored", out).groups()
     assert sent == scored != "0"  # drained before stopping
+
+
+def test_the_demo_shows_drift_retraining_and_the_new_model_bringing_false_alarms_down(tmp_path):
+    demo = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "demo", "--seconds", "110", "--rate", "500", "--shift-after", "10",
+         "--workdir", str(tmp_path / "demo")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    out = demo.stdout
+    steps = ["SCRIPTED SHIFT", "DRIFT detected by adwin on latency_ms", "RETRAINING in a separate process",
+             "NEW MODEL LIVE", "false-alarm rate (target 0.10%)"]
+    positions = [out.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), out  # in this order
+    rates = re.search(r"before the shift ([\d.]+)%, after the shift, old model ([\d.]+)%, "
+                      r"with the retrained model ([\d.]+)%", out)
+    assert rates, out
+    before, shifted, retrained = map(float, rates.groups())
+    assert shifted > 5 * max(before, 0.1) and retrained < shifted / 3, rates.group(0)
+    assert len(list((tmp_path / "demo" / "models" / "demo" / "versions").iterdir())) == 2
