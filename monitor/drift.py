@@ -58,7 +58,7 @@ from monitor.metrics import MonitorMetrics
 from monitor.pipeline import BatchResult
 from trainer.bundle import Bundle
 from trainer.config import Config
-from trainer.drift import SCORE, NumericReference, Reference, day_features
+from trainer.drift import SCORE, CategoricalReference, NumericReference, Reference, day_features
 from trainer.errors import AnomonError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,21 @@ def make_detector(name: str, params: dict[str, Any]) -> Any:
         raise DriftConfigError(f"drift: {name} does not accept {params}: {exc}") from None
 
 
+class _Batch:
+    """A settled batch as the streams read it: scores, encoded rows, seasonal features, cached expectations."""
+
+    def __init__(self, result: BatchResult, features: np.ndarray) -> None:
+        self.scores, self.encoded, self.F = result.scores, result.encoded, features
+        self._probabilities: dict[int, np.ndarray] = {}
+
+    def probabilities(self, ref: CategoricalReference) -> np.ndarray:
+        """Expected category shares of each row (computed once per field and batch: two streams read them)."""
+        key = id(ref)
+        if key not in self._probabilities:
+            self._probabilities[key] = ref.probabilities(self.F)
+        return self._probabilities[key]
+
+
 @dataclass
 class _Stream:
     """One detector on one aggregated stream; `values` gives per-event rows, `aggregate` reduces windows.
@@ -105,7 +120,7 @@ class _Stream:
     params: dict[str, Any]
     window: int
     min_shift: float  # smallest |after - before| that counts as drift
-    values: Callable[[BatchResult, np.ndarray], np.ndarray]  # (events, k), NaN rows are skipped
+    values: Callable[[_Batch], np.ndarray]  # (events, k), NaN rows are skipped
     aggregate: Callable[[np.ndarray], np.ndarray]  # (windows, window, k) -> (windows,)
     detector: Any = None
     pending: np.ndarray | None = None  # events not yet making a whole window
@@ -119,9 +134,9 @@ class _Stream:
     def __post_init__(self) -> None:
         self.detector = make_detector(self.detector_name, self.params)
 
-    def feed(self, result: BatchResult, F: np.ndarray) -> list[dict[str, Any]]:
+    def feed(self, batch: _Batch) -> list[dict[str, Any]]:
         """Feed one batch; returns the confirmed detections (before/after statistics and direction)."""
-        rows = self.values(result, F)
+        rows = self.values(batch)
         rows = rows[~np.isnan(rows).any(axis=1)]
         self.events += len(rows)
         if self.pending is not None:
@@ -244,17 +259,17 @@ class DriftObserver:
         if reference is None or reference.score is None:
             log.warning("model %s has no drift reference (trained before anomon stored one): only the "
                         "score stream is watched, against its own start", bundle.version)
-            add(None, "log_score", lambda r, F: np.log(np.maximum(r.scores, 1e-300))[:, None])
+            add(None, "log_score", lambda b: np.log(np.maximum(b.scores, 1e-300))[:, None])
         else:
-            add(None, "log_score_z", lambda r, F: clipped(reference.score_z(F, r.scores)))
+            add(None, "log_score_z", lambda b: clipped(reference.score_z(b.F, b.scores)))
         for name, ref in (reference.fields.items() if reference else ()):
             if isinstance(ref, NumericReference):
-                add(name, "mean_z", lambda r, F, name=name: clipped(reference.z(name, F, r.encoded)))
+                add(name, "mean_z", lambda b, name=name: clipped(reference.z(name, b.F, b.encoded)))
             else:
-                add(name, "unseen_rate", lambda r, F, ref=ref: (r.encoded[:, ref.stop - 1]
-                                                                 - ref.probabilities(F)[:, -1])[:, None])
-                add(name, "js_divergence", lambda r, F, ref=ref: np.concatenate(
-                    [r.encoded[:, ref.start:ref.stop], ref.probabilities(F)], axis=1), _divergence)
+                add(name, "unseen_rate", lambda b, ref=ref: (b.encoded[:, ref.stop - 1]
+                                                              - b.probabilities(ref)[:, -1])[:, None])
+                add(name, "js_divergence", lambda b, ref=ref: np.concatenate(
+                    [b.encoded[:, ref.start:ref.stop], b.probabilities(ref)], axis=1), _divergence)
         self._streams = streams
         self._features = lambda X: day_features(encoder, X)[:, : reference.seasonal if reference else 1]
         self.metrics.add_drift_streams({(s.detector_name, s.field) for s in streams})
@@ -265,9 +280,9 @@ class DriftObserver:
             self._build(result.bundle)
         if not result.scored:
             return
-        F = self._features(result.encoded)
+        batch = _Batch(result, self._features(result.encoded))
         for stream in self._streams:
-            for detection in stream.feed(result, F):
+            for detection in stream.feed(batch):
                 self._detected(stream, detection, result)
 
     def _detected(self, stream: _Stream, detection: dict[str, Any], result: BatchResult) -> None:
