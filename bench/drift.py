@@ -25,6 +25,7 @@ import itertools
 import math
 import random
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -33,10 +34,15 @@ from typing import Any, Callable, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import orjson  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
+
+from monitor.broker import EmbeddedBroker  # noqa: E402
 from monitor.drift import DriftObserver  # noqa: E402
 from monitor.metrics import MonitorMetrics  # noqa: E402
 from monitor.pipeline import BatchResult  # noqa: E402
 from monitor.resources import demo_config_mapping  # noqa: E402
+from monitor.service import Monitor  # noqa: E402
 from monitor.traffic import HISTORY_START, SITE_SEED, TrafficGenerator, week_of_history  # noqa: E402
 from trainer.bundle import Bundle  # noqa: E402
 from trainer.config import Config, config_from_dict  # noqa: E402
@@ -75,19 +81,11 @@ def observe(config: Config, bundle: Bundle, events: Iterator[dict[str, Any]], n:
 
 def stationary_through_kafka(config_raw: dict[str, Any], bundle: Bundle, n: int) -> tuple[int, float]:
     """Drift events of a real monitor over `n` stationary events through the embedded broker; and events/s."""
-    import orjson
-    from kafka import KafkaProducer
-
-    from monitor.broker import EmbeddedBroker
-    from monitor.service import Monitor
-
     with EmbeddedBroker() as broker:
         raw = {**config_raw, "kafka": {**config_raw["kafka"], "bootstrap_servers": broker.bootstrap_servers,
                                        "partitions": 1}, "metrics": {"port": 0}}
         config = config_from_dict(raw, environ={})
         monitor = Monitor(config, bundle)
-        import threading
-
         thread = threading.Thread(target=monitor.run, daemon=True)
         thread.start()
         started = time.perf_counter()

@@ -41,7 +41,7 @@ def drift_run(servers: str, events: list[dict[str, Any]], **drift: Any) -> tuple
     monitor = Monitor(config, traffic_bundle())
     with running(monitor, partitions=1):
         produce(servers, config.kafka.input_topic, encode(events), partitions=1)
-        assert wait_for(lambda: monitor.totals["events"] == len(events), 120), monitor.totals
+        assert wait_for(lambda: monitor.totals["events"] == len(events), 300), monitor.totals
     control = [json.loads(r.value) for r in read_topic(servers, config.kafka.control_topic,
                                                          len(monitor.drift.detections), partitions=1)]
     return monitor, [c for c in control if c["type"] == "drift"]

@@ -111,7 +111,7 @@ def test_a_confirmed_drift_starts_one_retraining_in_a_separate_process(kafka_bro
     events = shifted_latency(traffic(TOTAL))
     with running(monitor, partitions=1):
         produce(kafka_broker.bootstrap_servers, config.kafka.input_topic, encode(events), partitions=1)
-        assert wait_for(lambda: monitor.totals["events"] == len(events), 120), monitor.totals
+        assert wait_for(lambda: monitor.totals["events"] == len(events), 300), monitor.totals
     assert len(launched) == 1, launched  # one drift (two streams), one retraining, then the cool-down
     args = launched[0]
     assert args[1:4] == ["-m", "monitor.cli", "retrain"] and "--ignore-field=latency_ms" in args
