@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaAdminClient
+from faults_support import committed
 from monitor_support import (
     BAD_INPUT,
     PARTITIONS,
@@ -54,15 +54,6 @@ ALERT_FIELDS = {"alert_id", "event_time", "detected_at", "source", "score", "thr
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def committed(servers: str, group: str) -> dict[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
