@@ -52,6 +52,19 @@ def build_autoencoder(width: int, layers: list[int], activation: str, seed: int)
     return nn.Sequential(*modules)
 
 
+def bottleneck(model: nn.Sequential) -> nn.Sequential:
+    """The encoder half of `model`: input → the narrowest hidden layer's activations (the codes).
+
+    >>> net = build_autoencoder(6, [8, 2, 8], "tanh", seed=0)
+    >>> bottleneck(net)(torch.zeros(3, 6)).shape
+    torch.Size([3, 2])
+    """
+    linears = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+    widths = [model[i].out_features for i in linears[:-1]]
+    narrowest = linears[int(np.argmin(widths))]
+    return model[: narrowest + 2]  # the linear layer and its activation
+
+
 class FieldLoss:
     """Per-field reconstruction errors of a batch: the decomposition of the anomaly score."""
 

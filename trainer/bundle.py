@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.autoencoder import FieldLoss, build_autoencoder
+from trainer.autoencoder import FieldLoss, bottleneck, build_autoencoder
 from trainer.config import Config, ConfigError, config_from_dict
 from trainer.encoding import Encoder, VectorEncoder, valid_mask
 from trainer.files import atomic_directory, atomic_write_text
@@ -129,6 +129,12 @@ class Bundle:
         """Reconstructed inputs of `rows` (category slots as probabilities); only rows shown need it."""
         with torch.inference_mode():
             return self.loss.decoded(torch.from_numpy(batch.output[rows])).numpy()
+
+    def codes(self, batch: ScoredBatch, rows: np.ndarray | None = None) -> np.ndarray:
+        """Bottleneck codes (n, narrowest layer) of the scored records in `rows` (default: all)."""
+        inputs = batch.inputs if rows is None else batch.inputs[rows]
+        with torch.inference_mode():
+            return bottleneck(self.model)(torch.from_numpy(inputs)).numpy()
 
     def anomaly_scores(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Anomaly scores only: higher is more anomalous (the opposite of scikit-learn's `score_samples`)."""
