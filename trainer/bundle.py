@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,13 @@ from trainer.autoencoder import FieldLoss, bottleneck, build_autoencoder
 from trainer.config import Config, ConfigError, config_from_dict
 from trainer.encoding import Encoder, VectorEncoder, valid_mask
 from trainer.files import atomic_directory, atomic_write_text
+from trainer.neighbours import NeighbourDistance
 from trainer.threshold import Threshold
 from trainer.errors import AnomonError
 
 FORMAT_VERSION = 1
+#: The parts of a score, in `ScoredBatch.components` order (what an alert says drove it).
+COMPONENTS = ("reconstruction", "neighbours", "range")
 _FILES = ("config.json", "encoder.json", "threshold.json", "weights.pt")
 
 
@@ -52,9 +55,11 @@ class ScoredBatch:
     """Scores of a batch; unpacks as ``scores, contributions = bundle.score(records)``.
 
     A score is the record's anomaly score: higher is more anomalous, ≥ 0, in units of the
-    training loss (reconstruction error, plus threshold × range excess; see `Bundle.score`);
+    typical normal record (each component divided by its median on held-out normal records:
+    reconstruction error, neighbour distance, plus threshold × range excess; see `Bundle.score`);
     it alerts at ``bundle.threshold.value``.  `contributions` holds each field's part (n,
-    fields): a row sums to the record's score.  Records in `invalid` (reason, detail) are
+    fields): a row sums to the record's score; `components` (n, 3) the parts by component, in
+    `COMPONENTS` order, which also sum to the score.  Records in `invalid` (reason, detail) are
     refused and have NaN scores; `unreadable` lists, per row, the values scored as missing.
     """
 
@@ -65,6 +70,7 @@ class ScoredBatch:
     event_times: np.ndarray | None = None  # epoch seconds when the schema has a timestamp field
     unreadable: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     inputs: np.ndarray | None = None  # the encoded records (n, encoder width), float32
+    components: np.ndarray | None = None  # (n, len(COMPONENTS)) reconstruction, neighbours, range excess
 
     def __iter__(self):
         return iter((self.scores, self.contributions))
@@ -77,15 +83,37 @@ class ScoredBatch:
         return len(self.scores)
 
 
+@dataclass(frozen=True)
+class ScoreWeights:
+    """Each component's factor in the score: 1 / its median on held-out normal records.
+
+    Dividing by the median puts both components in units of the typical normal record, so
+    neither dominates by the scale of its numbers; a bundle without neighbours weighs the
+    reconstruction error 1 (the training loss's own units).
+    """
+
+    reconstruction: float = 1.0
+    neighbours: float = 0.0
+
+    @classmethod
+    def from_medians(cls, reconstruction: np.ndarray, neighbours: np.ndarray | None) -> ScoreWeights:
+        """Weights from held-out normal records' component scores (`neighbours` None: no neighbours)."""
+        inverse = lambda scores: 1.0 / max(float(np.median(scores)), 1e-12)  # noqa: E731
+        return cls(inverse(reconstruction), inverse(neighbours) if neighbours is not None else 0.0)
+
+
 class Bundle:
-    """A trained model: config, fitted encoder, autoencoder weights and threshold."""
+    """A trained model: config, fitted encoder, autoencoder weights, neighbour reference and threshold."""
 
     def __init__(self, config: Config, encoder: Encoder, model: torch.nn.Module, threshold: Threshold,
                  training: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None,
-                 path: Path | None = None):
+                 path: Path | None = None, neighbours: NeighbourDistance | None = None,
+                 weights: ScoreWeights = ScoreWeights()):  # noqa: B008 - frozen: safe to share
         self.config = config
         self.encoder = encoder
         self.model = model.eval()
+        self.neighbours = neighbours
+        self.weights = weights
         self.threshold = threshold
         self.manifest = manifest or {}
         self.training = training if training is not None else self.manifest.get("training", {})
@@ -103,10 +131,11 @@ class Bundle:
     def score(self, records: list[dict[str, Any]], strict: bool = False, batch_size: int = 8192) -> ScoredBatch:
         """Anomaly scores of `records` (higher is more anomalous, ≥ 0), one forward pass per `batch_size`.
 
-        A field's contribution is its reconstruction error plus threshold × its range excess
-        (`NumericEncoder.range_excess`): a value one whole training range outside what training
-        saw, or of a sign it never saw, alerts by itself; nearer excursions add in proportion.
-        See `ScoredBatch`.
+        A field's contribution is its weighted reconstruction error, plus its weighted part of
+        the distance to the nearest training records (`trainer.neighbours`), plus threshold ×
+        its range excess (`NumericEncoder.range_excess`): a value one whole training range
+        outside what training saw, or of a sign it never saw, alerts by itself; nearer
+        excursions add in proportion.  See `ScoredBatch`.
         """
         encoded = self.encoder.transform(records, strict=strict)
         X = torch.from_numpy(encoded.X)
@@ -118,12 +147,18 @@ class Bundle:
                 errors.append(self.loss.field_errors(output, chunk))
                 outputs.append(output)
         width = len(self.field_names)
-        contributions = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
+        reconstruction = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
         output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
-        contributions = contributions.astype(np.float64) + self.threshold.value * encoded.excess
+        parts = [self.weights.reconstruction * reconstruction.astype(np.float64),
+                 self.weights.neighbours * self.neighbours.field_errors(X) if self.neighbours
+                 else np.zeros((len(X), width)),
+                 self.threshold.value * encoded.excess]
+        contributions = parts[0] + parts[1] + parts[2]
         contributions[~encoded.valid] = np.nan
+        components = np.stack([part.sum(axis=1) for part in parts], axis=1)
+        components[~encoded.valid] = np.nan
         return ScoredBatch(contributions.sum(axis=1), contributions, output, encoded.invalid, encoded.event_times,
-                           encoded.unreadable, encoded.X)
+                           encoded.unreadable, encoded.X, components)
 
     def reconstruction(self, batch: ScoredBatch, rows: np.ndarray) -> np.ndarray:
         """Reconstructed inputs of `rows` (category slots as probabilities); only rows shown need it."""
@@ -209,8 +244,11 @@ class Bundle:
             _write_json(partial / "threshold.json", self.threshold.to_dict())
             # A state dict of tensors only: `load` reads it with torch's weights_only unpickler,
             # which refuses anything but tensors and plain containers.
-            torch.save({"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict()},
-                       partial / "weights.pt")
+            weights = {"layers": _layer_sizes(self.model), "state_dict": self.model.state_dict(),
+                       "score_weights": asdict(self.weights)}
+            if self.neighbours is not None:
+                weights["neighbours"] = self.neighbours.state()
+            torch.save(weights, partial / "weights.pt")
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "version": version,
@@ -257,7 +295,14 @@ class Bundle:
         except RuntimeError:
             raise BundleError(f"bundle: {target} weights do not fit the encoded width {encoder.width}") from None
         threshold = Threshold.from_dict(_parse_json(target / "threshold.json", data["threshold.json"]))
-        return cls(config, encoder, model, threshold, manifest=manifest, path=target)
+        # Bundles of earlier releases score by reconstruction error alone (weight 1, no neighbours).
+        neighbours = weights.get("neighbours")
+        if neighbours is not None:
+            if neighbours["reference"].shape[1:] != (encoder.width,):
+                raise BundleError(f"bundle: {target} neighbour reference does not fit the encoded width {encoder.width}")
+            neighbours = NeighbourDistance.from_state(neighbours, encoder.blocks, encoder.column_weights())
+        return cls(config, encoder, model, threshold, manifest=manifest, path=target, neighbours=neighbours,
+                   weights=ScoreWeights(**weights.get("score_weights", {})))
 
 
 def range_adjusted(errors: np.ndarray, excess: np.ndarray) -> np.ndarray:

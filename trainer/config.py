@@ -74,6 +74,9 @@ class ModelConfig:
     min_improvement: float = 0.005  # relative validation-loss gain that resets early stopping
     holdout_fraction: float = 0.2
     seed: int = 0
+    neighbours: int = 5  # k of the neighbour-distance score component (trainer.neighbours); 0 = off
+    cross_fit_below: int = 1000  # fewer records: calibrate on out-of-fold scores instead of a held-out split
+    folds: int = 5  # folds of that cross-fitting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,6 +471,9 @@ def _check_ranges(config: Config) -> None:
         (config.model.epochs >= 1, "model.epochs", "at least 1"),
         (config.model.batch_size >= 1, "model.batch_size", "at least 1"),
         (config.model.learning_rate > 0, "model.learning_rate", "positive"),
+        (config.model.neighbours >= 0, "model.neighbours", "0 (off) or more"),
+        (config.model.folds >= 3, "model.folds", "at least 3"),
+        (config.model.cross_fit_below >= 0, "model.cross_fit_below", "0 or more"),
         (0 <= config.model.min_improvement < 1, "model.min_improvement", "between 0 and 1"),
         (all(n >= 1 for n in config.model.layers or [1]), "model.layers", "positive sizes"),
         (config.encoding.max_categories >= 1, "encoding.max_categories", "at least 1"),
