@@ -6,12 +6,13 @@ The value is one JSON object (documented with an example in the README)::
     event_time      the event's time (its timestamp field, else the Kafka record time), ISO 8601 UTC
     detected_at     when the monitor scored it, ISO 8601 UTC
     source          {"topic", "partition", "offset"}
-    score           anomaly score (reconstruction error)
+    score           anomaly score: higher is more anomalous (trainer.bundle.ScoredBatch)
     threshold       the model's alert threshold
     record_score    0-100 (25 at the threshold)
     severity        warning | minor | major | critical
     model_version   the bundle version that scored it
     contributions   top fields: [{"field", "share", "actual", "expected"}], shares of the score
+    components      the score by component: {"reconstruction", "neighbours", "range"}, summing to it
     event           the original event, byte for byte (null if the alert would exceed the size limit)
 
 The key is the event's key field (``key:`` in the config) when set, else the event's Kafka key.
@@ -30,7 +31,7 @@ import orjson
 
 from monitor.deadletter import RECORD_OVERHEAD_BYTES
 from monitor.transport import Message
-from trainer.bundle import Bundle, ScoredBatch
+from trainer.bundle import COMPONENTS, Bundle, ScoredBatch
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class AlertBuilder:
         event_time = iso_times(times)
         detected = iso_time(detected_at)
         threshold = float(bundle.threshold.value)
+        components = [dict(zip(COMPONENTS, parts)) for parts in np.round(batch.components[rows], 6).tolist()]
         version = bundle.version
         limit = self.max_message_bytes
         alerts: list[Alert | None] = []
@@ -132,6 +134,7 @@ class AlertBuilder:
                 "severity": severities[k],
                 "model_version": version,
                 "contributions": explanations[k],
+                "components": components[k],
             })
             key = self._key(records[row], message)
             size = len(head) + len(key or b"") + RECORD_OVERHEAD_BYTES

@@ -50,7 +50,7 @@ from monitor.transport import ensure_topics
 from trainer.config import Config, config_from_dict
 
 ALERT_FIELDS = {"alert_id", "event_time", "detected_at", "source", "score", "threshold", "record_score", "severity",
-                "model_version", "contributions", "event"}
+                "model_version", "contributions", "components", "event"}
 
 
 # -- helpers ------------------------------------------------------------------

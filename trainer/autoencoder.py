@@ -1,4 +1,4 @@
-"""The MLP autoencoder and the reconstruction error that is the anomaly score.
+"""The MLP autoencoder and the reconstruction error, the anomaly score's first component.
 
 The score of a record is the sum of its fields' errors: weighted squared error over a field's
 numeric columns, cross-entropy over a categorical field's slots (the decoder outputs logits, so

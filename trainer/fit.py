@@ -82,7 +82,7 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
             fitted, calibration, training = _cross_fitted(records, order, config, verbose)
         else:
             fitted, calibration, training = _held_out(records, order, config, verbose)
-    reconstruction, distance, excess, calibration_rows = calibration
+    reconstruction, distance, excess, rows = calibration
     weights = ScoreWeights.from_medians(reconstruction, distance)
     scores = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
     scores = range_adjusted(scores, excess.sum(axis=1))
@@ -91,7 +91,7 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
     encoded = fitted.encoder.transform(records)
     # What drift detection compares live traffic with (trainer.drift): every valid record, and the
     # held-out scores (training records' scores are lower, and not by the same amount at every hour).
-    reference = Reference.fit(fitted.encoder, encoded.X[encoded.valid], (calibration_rows, scores))
+    reference = Reference.fit(fitted.encoder, encoded.X[encoded.valid], (encoded.X[rows], scores))
     training.update({
         "records": len(records),
         "rejected": int((~encoded.valid).sum()),
@@ -120,12 +120,12 @@ def _held_out(records: list[dict[str, Any]], order: np.ndarray, config: Config, 
                             f"no further than the record count to cross-fit instead")
     train, validation, held_out = np.split(order, [len(records) - n_holdout, len(records) - n_validation])
     fitted, encoded = _fit_parts(records, train, validation, config, verbose, scored=held_out)
-    X, excess = encoded.X[encoded.valid], encoded.excess[encoded.valid]
-    reconstruction, distance = fitted.components(X)
+    reconstruction, distance = fitted.components(encoded.X[encoded.valid])
+    excess = encoded.excess[encoded.valid]
     training = {"calibration": "held-out split",
-                "split": {"train": len(train), "validation": len(validation), "calibration": len(X)},
+                "split": {"train": len(train), "validation": len(validation), "calibration": len(excess)},
                 "best_validation_loss": min(h["validation_loss"] for h in fitted.history)}
-    return fitted, (reconstruction, distance, excess, X), training
+    return fitted, (reconstruction, distance, excess, held_out[encoded.valid]), training
 
 
 def _cross_fitted(records: list[dict[str, Any]], order: np.ndarray, config: Config, verbose: bool):
@@ -137,19 +137,19 @@ def _cross_fitted(records: list[dict[str, Any]], order: np.ndarray, config: Conf
         stopping = folds[(k + 1) % len(folds)]
         train = np.concatenate([f for j, f in enumerate(folds) if j not in (k, (k + 1) % len(folds))])
         fitted, encoded = _fit_parts(records, train, stopping, config, verbose=False, scored=scored)
-        X = encoded.X[encoded.valid]
-        parts.append((*fitted.components(X), encoded.excess[encoded.valid], X))
+        parts.append((*fitted.components(encoded.X[encoded.valid]), encoded.excess[encoded.valid],
+                      scored[encoded.valid]))
         epochs.append(int(np.argmin([h["validation_loss"] for h in fitted.history])) + 1)
     fixed = int(np.median(epochs))
     fitted, _ = _fit_parts(records, np.sort(order), None, config, verbose, scored=order[:0], epochs=fixed)
-    reconstruction, distance, excess, X = (np.concatenate(p) if p[0] is not None else None for p in zip(*parts))
+    reconstruction, distance, excess, rows = (np.concatenate(p) if p[0] is not None else None for p in zip(*parts))
     log(f"training: {len(records)} records, fewer than model.cross_fit_below {config.model.cross_fit_below}: "
         f"calibrated on out-of-fold scores of {len(folds)} folds, final model {fixed} epochs on every record",
         verbose)
     training = {"calibration": f"cross-fitted ({len(folds)} folds)",
                 "split": {"train": len(records), "calibration": len(reconstruction)},
                 "fold_epochs": epochs}
-    return fitted, (reconstruction, distance, excess, X), training
+    return fitted, (reconstruction, distance, excess, rows), training
 
 
 def _fit_parts(records: list[dict[str, Any]], train: np.ndarray, validation: np.ndarray | None, config: Config,
