@@ -289,8 +289,8 @@ def test_evaluate_a_single_class(capsys, square_model, tmp_path):
     m = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert m["roc_auc"] is None and m["best_f1"] is None
     assert m["per_label"] == [{"label": "ok", "count": 2, "flagged": 1, "detection_rate": 0.5}]
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
-        "metrics.json", "score_histogram.png", "scores_by_index.png"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [  # field errors compare two classes
+        "latent_map.png", "metrics.json", "score_histogram.png", "scores_by_index.png"]
 
 
 def test_evaluate_report_grid_for_image_fields(capsys, tmp_path):
