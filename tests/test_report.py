@@ -167,9 +167,10 @@ def test_plot_latent_map(tmp_path, internals, width):
     assert_png(plot_latent_map(np.asarray(internals.codes)[:, :width], internals.labels, tmp_path / "latent.png"))
 
 
-def test_plot_latent_map_constant_codes(tmp_path):
-    assert_png(plot_latent_map(np.zeros((4, 1)), ["ok", "ok", "bad", "bad"], tmp_path / "latent.png",
-                               normal_value="ok"))
+@pytest.mark.parametrize("codes", [np.zeros((4, 1)), np.ones((4, 3)), np.ones((1, 3))])
+def test_plot_latent_map_degenerate_codes(tmp_path, codes):
+    labels = ["ok", "ok", "bad", "bad"][: len(codes)]
+    assert_png(plot_latent_map(codes, labels, tmp_path / "latent.png", normal_value="ok"))
 
 
 def test_rank_fields_puts_the_anomalous_field_first(internals):

@@ -395,12 +395,14 @@ def plot_latent_map(codes: ArrayLike, labels: ArrayLike, path: str | Path, *, no
         ax.set(xlabel="code (the bottleneck is 1 wide)", ylabel="fraction of label")
     else:
         projection = principal_components(codes)
+        missing = 2 - len(projection.explained)  # a single record has one component: drawn at PC2 = 0
+        points = np.pad(projection.points, ((0, 0), (0, missing)))
         for name in names:
             mask = grouped == name
             style = _NORMAL_STYLE if name == str(normal_value) else {"alpha": 0.8}
-            ax.scatter(projection.points[mask, 0], projection.points[mask, 1], s=4, rasterized=True,
-                       label=f"{name} ({mask.sum()})", **style)
-        first, second = projection.explained
+            ax.scatter(points[mask, 0], points[mask, 1], s=4, rasterized=True, label=f"{name} ({mask.sum()})",
+                       **style)
+        first, second = np.pad(projection.explained, (0, missing))
         ax.set(xlabel=f"PC1 ({first:.0%} of variance)", ylabel=f"PC2 ({second:.0%} of variance)")
     ax.set_title(f"Bottleneck codes of {len(codes)} records (width {codes.shape[1]})")
     ax.legend(fontsize="small", markerscale=3)
