@@ -289,8 +289,8 @@ def test_evaluate_a_single_class(capsys, square_model, tmp_path):
     m = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert m["roc_auc"] is None and m["best_f1"] is None
     assert m["per_label"] == [{"label": "ok", "count": 2, "flagged": 1, "detection_rate": 0.5}]
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
-        "metrics.json", "score_histogram.png", "scores_by_index.png"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [  # field errors compare two classes
+        "latent_map.png", "metrics.json", "score_histogram.png", "scores_by_index.png"]
 
 
 def test_evaluate_report_grid_for_image_fields(capsys, tmp_path):
@@ -309,6 +309,27 @@ def test_evaluate_report_grid_for_image_fields(capsys, tmp_path):
 
 
 # --- errors: one line on stderr, exit status 1 ----------------------------------------------------
+
+
+def test_evaluate_report_shows_codes_and_field_errors(capsys, fitted, data, tmp_path):
+    status, _, err = run_cli(capsys, "evaluate", "--model", fitted[1], "--data", data, "--label-field", "kind",
+                             "--report", tmp_path / "report")
+    assert status == 0
+    for name in ["latent_map.png", "field_errors.png"]:
+        path = tmp_path / "report" / name
+        assert f"wrote {path}" in err
+        assert_png(path)
+        assert path.stat().st_size > 10_000  # axes, points and boxes, not a blank canvas
+        assert min(matplotlib.image.imread(path).shape[:2]) >= 400
+
+
+def test_evaluate_report_sample_does_not_depend_on_the_chunk_size(monkeypatch, fitted, data, tmp_path):
+    monkeypatch.setattr(scoring, "REPORT_SAMPLE", 20)  # 20 of the 40 records, one attack among them
+    for chunk_size in (3, 40):
+        scoring.evaluate_file(fitted[1], data, "kind", report=tmp_path / str(chunk_size), chunk_size=chunk_size,
+                              verbose=False)
+    for name in ["latent_map.png", "field_errors.png"]:  # the same records drawn: the same bytes
+        assert (tmp_path / "3" / name).read_bytes() == (tmp_path / "40" / name).read_bytes()
 
 
 def test_evaluate_missing_label_field(capsys, square_model, tiny):

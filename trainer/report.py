@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -20,18 +22,28 @@ from trainer.evaluation import is_anomaly, pr_auc, pr_curve, roc_auc, roc_curve
 from trainer.files import atomic_write, atomic_write_text
 
 __all__ = [
+    "Projection",
+    "RecordSample",
+    "plot_field_errors",
     "plot_image_grid",
+    "plot_latent_map",
     "plot_roc_pr",
     "plot_score_histogram",
     "plot_scores_by_index",
+    "principal_components",
+    "rank_fields",
     "write_report",
 ]
 
 #: Most legend entries per plot; rarer labels are merged into :data:`OTHER`.
 MAX_GROUPS = 8
 OTHER = "other"
+#: Most fields in the field-error plot: the highest ranked by :func:`rank_fields`.
+MAX_FIELDS = 12
 _MISSING_MATPLOTLIB = "plots need the 'report' extra: pip install 'anomon[report]'"
 _THRESHOLD_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1}
+_NORMAL_STYLE = {"color": "0.6", "alpha": 0.3}  # normal records faint and first, so anomalies show on top
+_ANOMALY_COLOR = "tab:red"
 
 
 def _figure(width: float, height: float):
@@ -297,6 +309,241 @@ def plot_image_grid(
     return _save(fig, path)
 
 
+class Projection(NamedTuple):
+    """Rows projected on their principal components (see :func:`principal_components`)."""
+
+    points: np.ndarray  # (n, k) coordinates of the rows on the components
+    components: np.ndarray  # (k, d) unit directions, largest variance first
+    explained: np.ndarray  # (k,) share of the total variance along each component
+
+
+def principal_components(rows: ArrayLike, k: int = 2) -> Projection:
+    """PCA of ``rows`` (n, d) by SVD of the centred rows: the ``k`` directions of largest variance.
+
+    Each component's sign is fixed so that its largest loading is positive, so the same
+    rows always give the same picture. Fewer than ``k`` components come back when
+    ``min(n, d) < k``; constant rows explain a share of 0.
+
+    Examples
+    --------
+    >>> p = principal_components([[0, 0], [1, 1], [2, 2], [3, 3]], k=1)
+    >>> np.round(p.components, 4).tolist(), np.round(p.explained, 4).tolist()
+    ([[0.7071, 0.7071]], [1.0])
+    >>> np.round(p.points[:, 0], 3).tolist()
+    [-2.121, -0.707, 0.707, 2.121]
+    """
+    rows = np.asarray(rows, dtype=float)
+    if rows.ndim != 2 or len(rows) == 0:
+        raise ValueError(f"rows must be a non-empty 2-D array, got shape {rows.shape}")
+    centred = rows - rows.mean(axis=0)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    directions = directions[:k]
+    largest = np.abs(directions).argmax(axis=1)
+    directions = directions * np.sign(directions[np.arange(len(directions)), largest])[:, None]
+    variance = singular**2
+    total = variance.sum()
+    explained = variance[: len(directions)] / total if total > 0 else np.zeros(len(directions))
+    return Projection(centred @ directions.T, directions, explained)
+
+
+def plot_latent_map(codes: ArrayLike, labels: ArrayLike, path: str | Path, *, normal_value: object = "normal") -> Path:
+    """The bottleneck codes on their first two principal components, coloured by label.
+
+    Normal records are drawn first and faint, so anomalies show on top; the axis labels give
+    each component's share of the codes' variance. A 1-wide bottleneck has nothing to
+    project: the plot is then a histogram of the code per label, each normalised to sum to 1.
+
+    Parameters
+    ----------
+    codes
+        Bottleneck codes, one row per record (``n, width``).
+    labels
+        One label per record; rare labels are grouped as ``"other"``.
+    path
+        Where to write the PNG.
+    normal_value
+        The label of normal records.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "latent.png"
+    >>> codes = np.random.default_rng(0).normal(size=(30, 3))
+    >>> plot_latent_map(codes, ["normal"] * 25 + ["dos"] * 5, out).exists()
+    True
+    """
+    codes = np.asarray(codes, dtype=float)
+    labels = np.asarray(labels).astype(str)
+    if codes.ndim != 2 or codes.shape[1] == 0 or len(codes) != len(labels) or len(codes) == 0:
+        raise ValueError(f"need non-empty codes (n, width) and n labels, got {codes.shape} and {labels.shape}")
+    grouped, names = _group_labels(labels)
+    names.sort(key=lambda name: name != str(normal_value))  # stable: the normal group first
+    fig = _figure(7, 5.5)
+    ax = fig.subplots()
+    if codes.shape[1] == 1:
+        edges = np.histogram_bin_edges(codes[:, 0], bins=50)
+        for name in names:
+            group = codes[grouped == name, 0]
+            style = {"histtype": "stepfilled", **_NORMAL_STYLE} if name == str(normal_value) else {"histtype": "step"}
+            ax.hist(group, bins=edges, weights=np.full(group.size, 1 / group.size), label=f"{name} ({group.size})",
+                    linewidth=1.5, **style)
+        ax.set(xlabel="code (the bottleneck is 1 wide)", ylabel="fraction of label")
+    else:
+        projection = principal_components(codes)
+        missing = 2 - len(projection.explained)  # a single record has one component: drawn at PC2 = 0
+        points = np.pad(projection.points, ((0, 0), (0, missing)))
+        for name in names:
+            mask = grouped == name
+            style = _NORMAL_STYLE if name == str(normal_value) else {"alpha": 0.8}
+            ax.scatter(points[mask, 0], points[mask, 1], s=4, rasterized=True, label=f"{name} ({mask.sum()})",
+                       **style)
+        first, second = np.pad(projection.explained, (0, missing))
+        ax.set(xlabel=f"PC1 ({first:.0%} of variance)", ylabel=f"PC2 ({second:.0%} of variance)")
+    ax.set_title(f"Bottleneck codes of {len(codes)} records (width {codes.shape[1]})")
+    ax.legend(fontsize="small", markerscale=3)
+    return _save(fig, path)
+
+
+def _finite_rows(contributions: np.ndarray) -> np.ndarray:
+    """Rows without NaN: a refused record's contributions are all NaN."""
+    return np.isfinite(contributions).all(axis=1)
+
+
+def _both_classes(y_true: np.ndarray) -> bool:
+    return bool(0 < y_true.sum() < y_true.size)
+
+
+def _check_contributions(contributions: ArrayLike, y_true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Finite rows of ``contributions`` (n, fields) and their classes; both classes needed."""
+    contributions = np.asarray(contributions, dtype=float)
+    y_true = np.asarray(y_true, dtype=bool)
+    if contributions.ndim != 2 or y_true.shape != contributions.shape[:1]:
+        raise ValueError(f"need contributions (n, fields) and n classes, got {contributions.shape} and {y_true.shape}")
+    finite = _finite_rows(contributions)
+    if not _both_classes(y_true[finite]):
+        raise ValueError("need both normal and anomalous records with finite contributions")
+    return contributions[finite], y_true[finite]
+
+
+def rank_fields(contributions: ArrayLike, y_true: ArrayLike) -> np.ndarray:
+    """Field columns by median contribution among anomalies minus that among normal records, largest first.
+
+    Rows holding NaN (refused records) are left out; ties keep the column order.
+
+    Examples
+    --------
+    >>> contributions = np.array([[1.0, 0.1], [1.0, 0.2], [1.0, 5.0], [np.nan, np.nan]])
+    >>> rank_fields(contributions, [False, False, True, True]).tolist()
+    [1, 0]
+    """
+    contributions, y_true = _check_contributions(contributions, y_true)
+    difference = np.median(contributions[y_true], axis=0) - np.median(contributions[~y_true], axis=0)
+    return np.argsort(-difference, kind="stable")
+
+
+def plot_field_errors(
+    contributions: ArrayLike,
+    y_true: ArrayLike,
+    field_names: Sequence[str],
+    path: str | Path,
+    *,
+    top: int = MAX_FIELDS,
+) -> Path:
+    """Box plots of each field's contribution to the score, normal beside anomalous records.
+
+    Shows the ``top`` fields of :func:`rank_fields` (the largest difference of medians,
+    anomalous minus normal), ranked left to right. Boxes span the quartiles, whiskers the 5th
+    to 95th percentiles (no outlier points: there may be thousands). The axis is logarithmic
+    when the contributions span two decades or more; contributions of 0 are then drawn at
+    the smallest positive one. Rows holding NaN (refused records) are left out.
+
+    Parameters
+    ----------
+    contributions
+        Per-field parts of the score, one row per record (``n, fields``).
+    y_true
+        ``True`` for anomalous records; both classes needed.
+    field_names
+        The name of each column of ``contributions``.
+    path
+        Where to write the PNG.
+    top
+        Most fields shown.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "fields.png"
+    >>> contributions = np.random.default_rng(0).exponential(size=(40, 3))
+    >>> plot_field_errors(contributions, np.arange(40) < 5, ["a", "b", "c"], out).exists()
+    True
+    """
+    if len(field_names) != np.shape(contributions)[-1]:
+        raise ValueError(f"{len(field_names)} field names for {np.shape(contributions)[-1]} contribution columns")
+    order = rank_fields(contributions, y_true)[:top]
+    contributions, y_true = _check_contributions(contributions, y_true)
+    shown = contributions[:, order]
+    positive = shown[shown > 0]
+    log_axis = positive.size > 0 and _spans_decades(positive)
+    if log_axis:
+        shown = np.maximum(shown, positive.min())  # a log axis has no 0
+    fig = _figure(max(7.0, 0.8 * len(order) + 2), 5)
+    ax = fig.subplots()
+    positions = np.arange(len(order))
+    handles, names = [], []
+    for offset, mask, color, name in ((-0.2, ~y_true, _NORMAL_STYLE["color"], "normal"),
+                                      (0.2, y_true, _ANOMALY_COLOR, "anomalous")):
+        boxes = ax.boxplot(list(shown[mask].T), positions=positions + offset, widths=0.35, whis=(5, 95),
+                           showfliers=False, patch_artist=True, manage_ticks=False,
+                           medianprops={"color": "black"})
+        for box in boxes["boxes"]:
+            box.set(facecolor=color, alpha=0.7)
+        handles.append(boxes["boxes"][0])
+        names.append(f"{name} ({mask.sum()})")
+    ax.set_xticks(positions, [field_names[j] for j in order], rotation=30, ha="right")
+    if log_axis:
+        ax.set_yscale("log")
+    ax.set(ylabel="contribution to the score",
+           title=f"Top {len(order)} of {len(field_names)} fields by median contribution, anomalous - normal")
+    ax.legend(handles, names, fontsize="small")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class RecordSample:
+    """Model internals of the evaluated records (or a sample of them): the latent map's and field plot's input.
+
+    ``codes`` (n, width) are the bottleneck codes, ``contributions`` (n, fields) the per-field
+    parts of the scores, in the order of ``field_names``; ``labels`` one label per row.
+    """
+
+    codes: ArrayLike
+    contributions: ArrayLike
+    labels: ArrayLike
+    field_names: Sequence[str]
+
+
+def _plot_sample(report_dir: Path, sample: RecordSample, normal_value: object) -> list[Path]:
+    """The latent map, and the field-error plot when the sample's finite rows hold both classes."""
+    paths = [plot_latent_map(sample.codes, sample.labels, report_dir / "latent_map.png",
+                             normal_value=normal_value)]
+    contributions = np.asarray(sample.contributions, dtype=float)
+    y_true = is_anomaly(sample.labels, normal_value)
+    if _both_classes(y_true[_finite_rows(contributions)]):
+        paths.append(plot_field_errors(contributions, y_true, sample.field_names, report_dir / "field_errors.png"))
+    return paths
+
+
 def write_report(
     report_dir: str | Path,
     scores: ArrayLike,
@@ -308,13 +555,16 @@ def write_report(
     reconstructions: ArrayLike | None = None,
     titles: Sequence[str] | None = None,
     *,
+    sample: RecordSample | None = None,
     n_top: int = 10,
     image_shape: tuple[int, int] = (28, 28),
 ) -> list[Path]:
     """Write ``metrics.json`` and the report plots into ``report_dir``.
 
     Files: ``metrics.json``, ``score_histogram.png``, ``scores_by_index.png``,
-    ``roc_pr.png`` (only when the labels hold both classes) and
+    ``roc_pr.png`` (only when the labels hold both classes), with a ``sample``
+    ``latent_map.png`` (:func:`plot_latent_map`) and ``field_errors.png``
+    (:func:`plot_field_errors`, only when the sample holds both classes), and
     ``top_anomalies.png`` (only when ``images`` are given). ``metrics.json``
     is written first, so it exists even if matplotlib is missing.
 
@@ -337,6 +587,8 @@ def write_report(
         the ``n_top`` highest-scoring records are plotted.
     titles
         One title per record; defaults to label and score.
+    sample
+        Codes and per-field contributions of the records, or of a sample of them.
     n_top
         How many of the most anomalous records to plot.
     image_shape
@@ -375,8 +627,10 @@ def write_report(
         plot_scores_by_index(scores, str_labels, threshold, report_dir / "scores_by_index.png"),
     ]
     y_true = is_anomaly(labels, normal_value)
-    if 0 < y_true.sum() < y_true.size:  # ROC and PR are undefined for a single class
+    if _both_classes(y_true):  # ROC and PR are undefined for a single class
         paths.append(plot_roc_pr(y_true, scores, report_dir / "roc_pr.png"))
+    if sample is not None:
+        paths += _plot_sample(report_dir, sample, normal_value)
     if images is not None:
         top = np.argsort(-scores, kind="stable")[:n_top]
         top_titles = [titles[i] if titles is not None else f"{str_labels[i]}\n{scores[i]:.3g}" for i in top]

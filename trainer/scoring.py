@@ -3,7 +3,10 @@
 Files are read in chunks (`trainer.data.iter_chunks`): each chunk is scored, written out and
 dropped, so scoring runs in constant memory whatever the file size.  Only the N most anomalous
 records are kept, for the ``--top`` table and the report's image grid.  Evaluation keeps one
-score and one label per record, which the ROC and PR curves need.
+score and one label per record, which the ROC and PR curves need; with a report, also the
+bottleneck codes and per-field contributions of a seeded uniform sample of at most
+`REPORT_SAMPLE` valid records (`trainer.sampling.Sample`: the same records whatever the chunk
+size), for the latent map and the field-error plot.
 
 Record indices are 0-based positions in the file (blank lines and a CSV header not counted).
 
@@ -44,6 +47,8 @@ from trainer.errors import AnomonError
 from trainer.evaluation import evaluate
 from trainer.files import atomic_write
 from trainer.progress import log, progress
+from trainer.report import RecordSample, plot_image_grid, write_report
+from trainer.sampling import Sample
 from trainer.threshold import BANDS
 
 __all__ = ["FieldMismatchError", "LabelError", "TopN", "evaluate_file", "format_metrics", "score_file", "short_value",
@@ -51,6 +56,7 @@ __all__ = ["FieldMismatchError", "LabelError", "TopN", "evaluate_file", "format_
 
 CHUNK_SIZE = 5_000
 TABLE_FIELDS = 3  # contributions shown per row of the --top table (the JSON lines hold all requested)
+REPORT_SAMPLE = 20_000  # records behind the report's latent map and field-error plot: ~2 MB at 32 codes, 64 fields
 
 
 class FieldMismatchError(AnomonError):
@@ -237,12 +243,15 @@ def evaluate_file(model: str | Path, data: str | Path, label_field: str, normal_
     """`anomon evaluate`: metrics of a labelled file, printed and (with `report`) written with plots.
 
     Labels are compared as strings, so ``--normal-value 0`` matches a numeric label 0.  Invalid
-    records are left out of the metrics and counted in ``invalid``.  Returns the exit status (0).
+    records are left out of the metrics and counted in ``invalid``.  The report's latent map and
+    field-error plot show a uniform sample of at most `REPORT_SAMPLE` valid records (all of them
+    in a smaller file).  Returns the exit status (0).
     """
     bundle = Bundle.load(model)
     data = Path(data)
     images = _image_fields(bundle) if report is not None else {}
     best = TopN(top)
+    sample = Sample(REPORT_SAMPLE)
     scores, labels, n_invalid = [], [], 0
     for chunk in scored_chunks(bundle, data, chunk_size, verbose):
         chunk_labels = _labels(chunk, label_field, data)
@@ -251,6 +260,9 @@ def evaluate_file(model: str | Path, data: str | Path, label_field: str, normal_
         labels.append(chunk_labels[valid])
         n_invalid += int((~valid).sum())
         best.offer(chunk.batch.scores, chunk.start, lambda row: _top_item(bundle, chunk, row, chunk_labels, images))
+        if report is not None:
+            rows = np.flatnonzero(valid)
+            sample.offer(chunk.start + rows, lambda kept: _sample_columns(bundle, chunk, rows[kept], chunk_labels))
     scores, labels = np.concatenate(scores or [[]]), np.concatenate(labels or [[]]).astype(str)
     _check_labels(labels, label_field, str(normal_value), data)
     t = bundle.threshold
@@ -266,7 +278,8 @@ def evaluate_file(model: str | Path, data: str | Path, label_field: str, normal_
     }
     print(format_metrics(metrics), flush=True)
     if report is not None:
-        for path in _write_report(Path(report), scores, labels, metrics, best.items(), images):
+        record_sample = RecordSample(**sample.columns(), field_names=bundle.field_names)
+        for path in _write_report(Path(report), scores, labels, metrics, best.items(), images, record_sample):
             log(f"wrote {path}", verbose)
     return 0
 
@@ -316,14 +329,18 @@ def _top_item(bundle: Bundle, chunk: Chunk, row: int, labels: np.ndarray,
     }
 
 
-def _write_report(report: Path, scores: np.ndarray, labels: np.ndarray, metrics: dict[str, Any],
-                  top: list[dict[str, Any]], images: dict[str, tuple[int, int]]) -> list[Path]:
-    """metrics.json and the plots of `trainer.report`, plus one top-anomalies grid per image field."""
-    from trainer.report import plot_image_grid, write_report
+def _sample_columns(bundle: Bundle, chunk: Chunk, rows: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What the report's sample keeps of `rows`: bottleneck codes, per-field contributions and labels."""
+    return {"codes": bundle.codes(chunk.batch, rows), "contributions": chunk.batch.contributions[rows],
+            "labels": labels[rows]}
 
+
+def _write_report(report: Path, scores: np.ndarray, labels: np.ndarray, metrics: dict[str, Any],
+                  top: list[dict[str, Any]], images: dict[str, tuple[int, int]], sample: RecordSample) -> list[Path]:
+    """metrics.json and the plots of `trainer.report`, plus one top-anomalies grid per image field."""
     threshold = metrics["at_threshold"]["threshold"]
     try:
-        paths = write_report(report, scores, labels, metrics["normal_value"], threshold, metrics)
+        paths = write_report(report, scores, labels, metrics["normal_value"], threshold, metrics, sample=sample)
         titles = [f"#{item['index']} {item['label']}\n{item['score']:.3g}" for item in top]
         for field, shape in images.items():
             pairs = [item["images"][field] for item in top]
