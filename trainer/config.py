@@ -74,6 +74,9 @@ class ModelConfig:
     min_improvement: float = 0.005  # relative validation-loss gain that resets early stopping
     holdout_fraction: float = 0.2
     seed: int = 0
+    # Past this many records a uniform sample is trained on: the matrix of a million records and the
+    # model's copies of it fit in well under 2 GB, and more records barely change the model.
+    max_records: int | None = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,6 +470,7 @@ def _check_ranges(config: Config) -> None:
         (0 < config.model.holdout_fraction < 1, "model.holdout_fraction", "between 0 and 1"),
         (config.model.epochs >= 1, "model.epochs", "at least 1"),
         (config.model.batch_size >= 1, "model.batch_size", "at least 1"),
+        ((config.model.max_records or 1) >= 1, "model.max_records", "at least 1"),
         (config.model.learning_rate > 0, "model.learning_rate", "positive"),
         (0 <= config.model.min_improvement < 1, "model.min_improvement", "between 0 and 1"),
         (all(n >= 1 for n in config.model.layers or [1]), "model.layers", "positive sizes"),

@@ -17,40 +17,39 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from trainer.autoencoder import FieldLoss, build_autoencoder, default_layers
 from trainer.bundle import Bundle, range_adjusted
 from trainer.config import Config
 from trainer.drift import REFERENCE_KEY, Reference
-from trainer.encoding import Encoder, EncodingError
+from trainer.matrix import TrainingSample
 from trainer.progress import log, progress
 from trainer.threshold import calibrate
 
 
-def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> Bundle:
-    """Train a bundle on normal `records`; the training summary lands in `bundle.training`."""
+def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True) -> Bundle:
+    """Train a bundle on normal `records`; the training summary lands in `bundle.training`.
+
+    `records` is read chunk by chunk (`TrainingSample`, which says what is held in memory): a
+    list, a re-readable source such as `trainer.data.Rereadable`, or a one-shot generator.  Past
+    ``model.max_records`` records, a uniform sample of that many is trained on.
+    """
     started = time.perf_counter()
     model_cfg = config.model
-    rng = np.random.default_rng(model_cfg.seed)
-    order = rng.permutation(len(records))
-    n_holdout = int(round(len(records) * model_cfg.holdout_fraction))
-    n_validation = n_holdout // 2
-    if len(records) - n_holdout < 10 or n_holdout - n_validation < 10:
-        raise EncodingError(f"training: {len(records)} records are too few (need at least 10 per split)")
-    train_idx, val_idx, cal_idx = np.split(order, [len(records) - n_holdout, len(records) - n_validation])
-    train_records = [records[i] for i in train_idx]
-
-    encoder = Encoder(config.fields, config.encoding).fit(train_records)
-    encoded = encoder.transform(records)
+    sample = TrainingSample(config.fields, config.encoding, model_cfg.holdout_fraction, model_cfg.max_records,
+                            model_cfg.seed).fit(records)
+    if sample.kept_ < sample.seen_:
+        log(f"training on a uniform sample of {sample.kept_:,} of {sample.seen_:,} records (model.max_records)",
+            verbose)
+    encoder, encoded = sample.encoder_, sample.encoded_
     valid = encoded.valid
     X = torch.from_numpy(encoded.X)
     split = {name: torch.from_numpy(idx[valid[idx]]) for name, idx in
-             (("train", train_idx), ("validation", val_idx), ("calibration", cal_idx))}
+             (("train", sample.train_), ("validation", sample.validation_), ("calibration", sample.calibration_))}
 
     layers = model_cfg.layers or default_layers(encoder.width)
     model = build_autoencoder(encoder.width, layers, model_cfg.activation, model_cfg.seed)
@@ -67,7 +66,8 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
     # held-out scores (training records' scores are lower, and not by the same amount at every hour).
     reference = Reference.fit(encoder, encoded.X[valid], (encoded.X[split["calibration"].numpy()], calibration))
     training = {
-        "records": len(records),
+        "records": sample.seen_,
+        "kept": sample.kept_,
         "rejected": int((~valid).sum()),
         "split": {name: int(len(idx)) for name, idx in split.items()},
         "layers": layers,
