@@ -35,7 +35,7 @@ def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True)
     """Train a bundle on normal `records`; the training summary lands in `bundle.training`.
 
     `records` is read chunk by chunk (`TrainingSample`, which says what is held in memory): a
-    list, a re-readable source such as `trainer.data.Rereadable`, or a one-shot generator.  Past
+    list, a re-readable source such as `trainer.data.RecordFile`, or a one-shot generator.  Past
     ``model.max_records`` records, a uniform sample of that many is trained on.
     """
     started = time.perf_counter()

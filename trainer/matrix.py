@@ -7,7 +7,7 @@
 >>> sample.seen_, sample.encoded_.X.shape, sample.encoded_.X.dtype
 (1000, (300, 5), dtype('float32'))
 >>> len(sample.train_), len(sample.validation_), len(sample.calibration_)
-(240, 31, 29)
+(250, 24, 26)
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class TrainingSample:
        sample of the window;
     2. the picked rows are encoded into one preallocated float32 matrix, in window order.
 
-    `records` should be re-iterable (a list, `trainer.data.Rereadable`: each ``iter()`` starts
-    over): then only the encoder's statistics, the row sample and the matrix are held.  A one-shot
+    `records` should be re-iterable (a list, `trainer.data.RecordFile`: each ``iter()``
+    starts over): then only the encoder's statistics, the row sample and the matrix are held.  A one-shot
     iterator (a generator) is read once into a reservoir of at most `max_records` raw records,
     which the two passes then read.  Either way a list and a generator of the same records give
     the same sample.
