@@ -16,12 +16,15 @@
 4. Training: NSL-KDD through schema infer → fit (`bench/quality.py`'s protocol), seconds and
    records/s, with ROC-AUC beside IsolationForest and HalfSpaceTrees on the same split.
 5. Memory: the monitor's RSS after 100k and after 1M events.  Target: flat within 10%.
+6. Training memory: ``anomon train``'s peak RSS and time on 1M events beside 100k
+   (`bench/train_memory.py`, 3 epochs).  Target: under 2 GB.
 
 Prints one table (figure, baseline, ratio, target, met) and writes every figure to
-``bench/results.json``.  About 6 minutes on 2 cores.
+``bench/results.json``.  About 8 minutes on 2 cores.
 
     .venv/bin/python bench/suite.py [--events 200000] [--repeats 3] [--latency-seconds 10]
-        [--latency-rates 1000 5000] [--memory-events 1000000] [--skip-training] [--out bench/results.json]
+        [--latency-rates 1000 5000] [--memory-events 1000000] [--train-memory-events 1000000]
+        [--skip-training] [--out bench/results.json]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import monitor_throughput as mt  # noqa: E402
 import score_path  # noqa: E402
+import train_memory  # noqa: E402
 
 from monitor.broker import EmbeddedBroker  # noqa: E402
 from monitor.transport import CLIENTS  # noqa: E402
@@ -63,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--latency-rates", type=float, nargs="+", default=LATENCY_RATES, help="events/s")
     parser.add_argument("--memory-events", type=int, default=1_000_000)
-    parser.add_argument("--skip-training", action="store_true", help="leave out the NSL-KDD training figures")
+    parser.add_argument("--train-memory-events", type=int, default=1_000_000)
+    parser.add_argument("--skip-training", action="store_true",
+                        help="leave out the training figures (NSL-KDD, training memory)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     args = parser.parse_args(argv)
 
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         step("memory", lambda: results.update(memory=memory(broker, workdir, bundle.path, values, args.memory_events)))
     if not args.skip_training:
         step("training", lambda: results.update(training=training()))
+        step("training memory", lambda: results.update(training_memory=train_memory.measure(
+            args.train_memory_events, args.train_memory_events // 10)))
     results["seconds"] = round(time.perf_counter() - started, 1)
     rows = table(results)
     results["table"] = [dict(zip(("what", "figure", "baseline", "ratio", "target", "met"), row)) for row in rows]
@@ -303,6 +311,13 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         rows.append(("NSL-KDD ROC-AUC", f"{t['roc_auc']:.3f}",
                      f"IForest {t['iforest']['roc_auc']:.3f}, HST {t['hst']['roc_auc']:.3f}",
                      f"{t['roc_auc'] / best:.3f}x", "", ""))
+    if "training_memory" in results:
+        t = results["training_memory"]
+        window, baseline = t["window"], t["baseline"]
+        rows.append((f"anomon train peak RSS, {window['events'] / 1e6:g}M events",
+                     f"{window['peak_rss_mb']:,.0f} MB, {window['seconds']:.0f} s",
+                     f"{baseline['events'] / 1e3:.0f}k: {baseline['peak_rss_mb']:,.0f} MB, {baseline['seconds']:.0f} s",
+                     f"{t['rss_ratio']:.2f}x", f"< {t['target_mb']:,} MB", _met(t["met"])))
     m = results["memory"]
     rows.append((f"monitor RSS after {m['events'] / 1e6:g}M events", f"{m['rss_last_mb']:.0f} MB",
                  f"after {m['first_events'] / 1e3:.0f}k: {m['rss_first_mb']:.0f} MB", f"{m['ratio']:.3f}x",

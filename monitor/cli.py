@@ -7,13 +7,18 @@ is printed as one line on stderr with a non-zero exit status, never as a traceba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.errors import AnomonError
+
+if TYPE_CHECKING:
+    from trainer.config import Config
 
 EXIT_USAGE = 2
 
@@ -58,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, required=True)
     train.add_argument("--data", type=Path, required=True)
     train.add_argument("--out", type=Path, required=True, help="model directory (a new version is added)")
+    _max_records_option(train)
     train.add_argument("--quiet", action="store_true")
 
     score = command("score", _score, "score every record of a file")
@@ -95,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--until", type=_time, help="end record time (ISO 8601)")
     retrain.add_argument("--ignore-field", action="append", default=[], metavar="FIELD",
                          help="leave this field out of the score that selects normal records (a drifted field)")
+    _max_records_option(retrain)
     retrain.add_argument("--quiet", action="store_true")
 
     rollback = command("rollback", _rollback, "point CURRENT at an earlier model version")
@@ -140,6 +147,18 @@ def _positive(kind: type) -> Callable[[str], float | int]:
     return parse
 
 
+def _max_records_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-records", type=_positive(int), metavar="N",
+                        help="train on a uniform sample of at most N records (default: model.max_records)")
+
+
+def _with_max_records(config: Config, max_records: int | None) -> Config:
+    """`config` with --max-records, when given, as model.max_records (the bundle's config then says so)."""
+    if max_records is None:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, max_records=max_records))
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -163,12 +182,11 @@ def _schema_infer(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from trainer.config import load_config
-    from trainer.data import read_records
+    from trainer.data import RecordFile
     from trainer.fit import fit
 
-    config = load_config(args.config)
-    records = read_records(args.data)
-    bundle = fit(records, config, verbose=not args.quiet)
+    config = _with_max_records(load_config(args.config), args.max_records)
+    bundle = fit(RecordFile(args.data), config, verbose=not args.quiet)
     target = bundle.save(args.out)
     print(f"wrote {target} (threshold {bundle.threshold.value:.6g})")
     return 0
@@ -230,8 +248,8 @@ def _retrain(args: argparse.Namespace) -> int:
     from trainer.config import load_config
 
     window = Window(parse_offsets(args.from_offset), parse_offsets(args.to_offset), args.since, args.until)
-    bundle = retrain(load_config(args.config), args.model_dir, window, ignore_fields=args.ignore_field,
-                     verbose=not args.quiet)
+    bundle = retrain(_with_max_records(load_config(args.config), args.max_records), args.model_dir, window,
+                     ignore_fields=args.ignore_field, verbose=not args.quiet)
     print(f"{args.model_dir}: CURRENT is {bundle.version} (threshold {bundle.threshold.value:.6g})")
     return 0
 

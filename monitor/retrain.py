@@ -183,14 +183,10 @@ def retrain(config: Config, model_dir: str | Path, window: Window, *, ignore_fie
     if unknown:
         raise RetrainError(f"retrain: --ignore-field {unknown[0]} is not a field of model {current.version}")
     counts: Counter[str] = Counter()
-    records = list(kept_records(current, read_window(config, window, verbose=verbose), ignore_fields, counts))
-    progress_log(f"read {counts['read']:,} records: {counts['kept']:,} kept; model {current.version} alerted on "
-                 f"{counts['alerted']:,} ({_rate(counts['alerted'], counts['scored'])}), "
-                 f"{counts['unreadable'] + counts['invalid']:,} not scorable", verbose)
-    if counts["kept"] < config.retrain.min_records:
-        raise RetrainError(f"retrain: {counts['kept']:,} records kept, fewer than retrain.min_records "
-                           f"{config.retrain.min_records:,}; nothing trained")
-    bundle = fit(records, config, verbose=verbose)
+    records = kept_records(current, read_window(config, window, verbose=verbose), ignore_fields, counts)
+    # A generator: fit reads it once, keeping at most model.max_records of it (reading the topic
+    # twice would score it twice), and the whole window is read before training starts.
+    bundle = fit(_enough(records, counts, config, current.version, verbose), config, verbose=verbose)
     bundle.training["retrained_from"] = {"model_version": current.version, "counts": dict(counts),
                                          "ignore_fields": list(ignore_fields),
                                          "window": {"start": window.start, "end": window.end,
@@ -200,6 +196,18 @@ def retrain(config: Config, model_dir: str | Path, window: Window, *, ignore_fie
     prune_versions(model_dir, config.retrain.keep_versions)
     progress_log(f"wrote {target} (threshold {bundle.threshold.value:.6g}); CURRENT is {bundle.version}", verbose)
     return bundle
+
+
+def _enough(records: Iterable[dict[str, Any]], counts: Counter[str], config: Config, version: str,
+            verbose: bool) -> Iterator[dict[str, Any]]:
+    """`records`, then the reading's summary, and a `RetrainError` if fewer than retrain.min_records were kept."""
+    yield from records
+    progress_log(f"read {counts['read']:,} records: {counts['kept']:,} kept; model {version} alerted on "
+                 f"{counts['alerted']:,} ({_rate(counts['alerted'], counts['scored'])}), "
+                 f"{counts['unreadable'] + counts['invalid']:,} not scorable", verbose)
+    if counts["kept"] < config.retrain.min_records:
+        raise RetrainError(f"retrain: {counts['kept']:,} records kept, fewer than retrain.min_records "
+                           f"{config.retrain.min_records:,}; nothing trained")
 
 
 def _rate(part: int, whole: int) -> str:

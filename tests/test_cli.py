@@ -85,6 +85,22 @@ def test_train_writes_a_loadable_bundle(tmp_path, capsys):
     assert bundle.training["records"] == 300
 
 
+def test_train_with_max_records_trains_on_a_sample(tmp_path, capsys):
+    data = tmp_path / "messy.csv"
+    write_messy_csv(data)
+    config = tmp_path / "anomon.yaml"
+    config.write_text("fields: {bytes: numeric, proto: categorical}\nmodel: {epochs: 2}\n")
+    code, _, err = run_cli("train", "--config", config, "--data", data, "--out", tmp_path / "m",
+                           "--max-records", "120", capsys=capsys)
+    assert code == 0 and "uniform sample of 120 of 300 records" in err
+    bundle = Bundle.load(tmp_path / "m")
+    assert (bundle.training["records"], bundle.training["kept"], bundle.config.model.max_records) == (300, 120, 120)
+    code, _, err = run_cli("train", "--config", config, "--data", data, "--out", tmp_path / "m",
+                           "--max-records", "12", capsys=capsys)
+    assert code == 1 and err == "anomon: training: 12 of 300 (model.max_records) records are too few " \
+                                "(need at least 30)\n"
+
+
 @pytest.mark.parametrize(
     "config_text, message",
     [

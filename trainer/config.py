@@ -77,6 +77,9 @@ class ModelConfig:
     neighbours: int = 5  # k of the neighbour-distance score component (trainer.neighbours); 0 = off
     cross_fit_below: int = 1000  # fewer records: calibrate on out-of-fold scores instead of a held-out split
     folds: int = 5  # folds of that cross-fitting
+    # Past this many records a uniform sample is trained on: the matrix of a million records and the
+    # model's copies of it fit in well under 2 GB, and more records barely change the model.
+    max_records: int | None = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,6 +473,7 @@ def _check_ranges(config: Config) -> None:
         (0 < config.model.holdout_fraction < 1, "model.holdout_fraction", "between 0 and 1"),
         (config.model.epochs >= 1, "model.epochs", "at least 1"),
         (config.model.batch_size >= 1, "model.batch_size", "at least 1"),
+        ((config.model.max_records or 1) >= 1, "model.max_records", "at least 1"),
         (config.model.learning_rate > 0, "model.learning_rate", "positive"),
         (config.model.neighbours >= 0, "model.neighbours", "0 (off) or more"),
         (config.model.folds >= 3, "model.folds", "at least 3"),

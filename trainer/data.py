@@ -39,6 +39,24 @@ def iter_chunks(path: str | Path, chunk_size: int = 10_000) -> Iterator[list[dic
         yield chunk
 
 
+class RecordFile:
+    """The records of a file, read again from the start on every ``iter()`` (`trainer.fit.fit` reads twice).
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "events.jsonl"
+    >>> _ = path.write_text('{"a": 1}\\n{"a": 2}\\n')
+    >>> records = RecordFile(path)
+    >>> list(records) == list(records) == [{"a": 1}, {"a": 2}]
+    True
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter_records(self.path)
+
+
 def read_records(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     """All records of `path` (or the first `limit`) as a list."""
     return list(islice(iter_records(path), limit))

@@ -28,7 +28,9 @@ of the records, then numpy does the rest.  Nothing raises for one bad event:
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import repeat
@@ -39,6 +41,7 @@ import numpy as np
 
 from trainer.config import EncodingConfig, FieldSpec
 from trainer.errors import AnomonError
+from trainer.sampling import Reservoir
 
 MISSING = "<missing>"
 UNREADABLE_KEY = "<unreadable in training>"  # in the encoder state, beside the fields' own
@@ -50,6 +53,8 @@ INPUT_LIMIT = 1e4
 # Range excess is capped so that a score stays finite whatever number arrives.
 EXCESS_LIMIT = 1e6
 _FLOAT_MAX = float(np.finfo(np.float64).max)
+# A numeric field's quantiles come from a uniform sample of at most this many training values (8 MB).
+QUANTILE_SAMPLE = 1_000_000
 
 
 class Problem(StrEnum):
@@ -156,13 +161,35 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return x, bad
 
 
-class _SquaredFieldEncoder:
-    """Shared by the encoders whose columns are measured by squared error, one weight each."""
+class _FieldEncoder:
+    """Shared by every field encoder: fitted chunk by chunk with `partial_fit`, on statistics only.
 
-    loss = "squared"
+    `partial_fit` adds a chunk of training values to the statistics and updates the learned state
+    from all of them; `fit` starts afresh.  `unreadable_` says whether training held values that
+    cannot be read as the field's type.
+    """
 
     def __init__(self, spec: FieldSpec):
         self.spec = spec
+        self._reset()
+
+    def _reset(self) -> None:
+        self.unreadable_ = False
+
+    def fit(self, values: list[Any]) -> _FieldEncoder:
+        self._reset()
+        self.partial_fit(values)
+        self.check_fitted()
+        return self
+
+    def check_fitted(self) -> None:
+        """Raise `EncodingError` if training held nothing to fit this field on (most fields need nothing)."""
+
+
+class _SquaredFieldEncoder(_FieldEncoder):
+    """Shared by the encoders whose columns are measured by squared error, one weight each."""
+
+    loss = "squared"
 
     def column_weights(self) -> np.ndarray:
         return np.ones(self.width)
@@ -191,23 +218,37 @@ class NumericEncoder(_ValueWithIndicator):
     log keeps the autoencoder's inputs in proportion; the excess keeps extremes extreme.
     """
 
-    def fit(self, values: list[Any]) -> NumericEncoder:
-        x, _ = _to_float(values)
+    def _reset(self) -> None:
+        super()._reset()
+        # Exact range; quantiles from a uniform sample (every value, up to `QUANTILE_SAMPLE`).
+        self._values = Reservoir(QUANTILE_SAMPLE)
+        self._low, self._high = math.inf, -math.inf
+
+    def partial_fit(self, values: list[Any]) -> NumericEncoder:
+        x, bad = _to_float(values)
+        self.unreadable_ |= bool(bad.any())
         x = x[np.isfinite(x)]
         if x.size == 0:
-            raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
-        self.log_ = bool(self.spec.log) if self.spec.log is not None else bool(x.min() >= 0)
-        t = self._log(x)
+            return self
+        self._values.add(x)
+        self._low, self._high = min(self._low, float(x.min())), max(self._high, float(x.max()))
+        self.log_ = bool(self.spec.log) if self.spec.log is not None else self._low >= 0
+        t = self._log(self._values.sample_)
+        t_low, t_high = self._log(np.array([self._low, self._high]))  # the log is monotonic
         if self.log_:
-            self.center_ = float(t.min())
+            self.center_ = float(t_low)
             spread = np.quantile(t, 0.99) - self.center_
         else:
             self.center_ = float(np.median(t))
             spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
-        spread = spread if spread > 0 else np.ptp(t)
+        spread = spread if spread > 0 else t_high - t_low
         self.scale_ = float(spread) if spread > 0 else 1.0
-        self.range_ = [float(x.min()), float(x.max())]
+        self.range_ = [self._low, self._high]
         return self
+
+    def check_fitted(self) -> None:
+        if not self._values.seen_:
+            raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
 
     def _log(self, x: np.ndarray) -> np.ndarray:
         return np.sign(x) * np.log1p(np.abs(x)) if self.log_ else x
@@ -282,7 +323,7 @@ def _token(value: Any) -> str | None:
     return None  # lists and objects are not categories
 
 
-class CategoricalEncoder:
+class CategoricalEncoder(_FieldEncoder):
     """One-hot over the frequent values plus one slot for values unseen or rare in training.
 
     A missing value is the token ``<missing>``, a category like any other: frequent in
@@ -292,9 +333,9 @@ class CategoricalEncoder:
     loss = "categorical"
 
     def __init__(self, spec: FieldSpec, max_categories: int = 100, min_count: int = 2):
-        self.spec = spec
         self.max_categories = spec.max_categories or max_categories
         self.min_count = spec.min_count or min_count
+        super().__init__(spec)
 
     @property
     def width(self) -> int:
@@ -303,12 +344,17 @@ class CategoricalEncoder:
     def column_weights(self) -> np.ndarray:
         return np.zeros(self.width)
 
-    def fit(self, values: list[Any]) -> CategoricalEncoder:
-        tokens, bad = _category_tokens(values)
-        uniques, counts = np.unique(tokens[~bad].astype(str), return_counts=True)
-        order = np.argsort(-counts, kind="stable")
-        kept = [str(uniques[i]) for i in order if counts[i] >= self.min_count]
-        self.categories_ = kept[: self.max_categories]
+    def _reset(self) -> None:
+        super()._reset()
+        self._counts: Counter[str] = Counter()
+
+    def partial_fit(self, values: list[Any]) -> CategoricalEncoder:
+        tokens = _tokens(values)
+        self.unreadable_ |= None in tokens
+        self._counts.update(t for t in tokens if t is not None)
+        # The most frequent first, ties in token order.
+        frequent = ((-n, c) for c, n in self._counts.items() if n >= self.min_count)
+        self.categories_ = [c for _, c in heapq.nsmallest(self.max_categories, frequent)]
         self._index = {c: i for i, c in enumerate(self.categories_)}
         return self
 
@@ -364,10 +410,17 @@ class BooleanEncoder(_ValueWithIndicator):
         bad = ~(is_true | is_false | missing)
         return is_true, missing, bad
 
-    def fit(self, values: list[Any]) -> BooleanEncoder:
+    def _reset(self) -> None:
+        super()._reset()
+        self._true = self._seen = 0
+
+    def partial_fit(self, values: list[Any]) -> BooleanEncoder:
         is_true, missing, bad = self._read(values)
+        self.unreadable_ |= bool(bad.any())
         seen = ~(missing | bad)
-        self.impute_ = float(is_true[seen].mean() >= 0.5) if seen.any() else 0.0
+        self._true += int(is_true[seen].sum())
+        self._seen += int(seen.sum())
+        self.impute_ = float(self._true / self._seen >= 0.5) if self._seen else 0.0
         return self
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
@@ -432,15 +485,25 @@ class VectorEncoder(_SquaredFieldEncoder):
             bad[i] = any(element is None for element in values[i])
         return x, none, bad
 
-    def fit(self, values: list[Any]) -> VectorEncoder:
+    def _reset(self) -> None:
+        super()._reset()
+        self._low, self._high = math.inf, -math.inf
+
+    def partial_fit(self, values: list[Any]) -> VectorEncoder:
         x, none, bad = self._read(values)
+        self.unreadable_ |= bool(bad.any())
         x = x[~(none | bad)]
         finite = x[np.isfinite(x)]
         if finite.size == 0:
-            raise EncodingError(f"encoding: vector field '{self.spec.name}' has no valid value in the training data")
-        self.low_, high = float(finite.min()), float(finite.max())
-        self.scale_ = high - self.low_ if high > self.low_ else 1.0
+            return self
+        self._low, self._high = min(self._low, float(finite.min())), max(self._high, float(finite.max()))
+        self.low_ = self._low
+        self.scale_ = self._high - self._low if self._high > self._low else 1.0
         return self
+
+    def check_fitted(self) -> None:
+        if self._low > self._high:
+            raise EncodingError(f"encoding: vector field '{self.spec.name}' has no valid value in the training data")
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         x, none, bad = self._read(values)
@@ -512,7 +575,8 @@ class TimestampEncoder(_SquaredFieldEncoder):
     def width(self) -> int:
         return (4 if self.spec.cyclic else 0) + (0 if self.spec.required else 1)
 
-    def fit(self, values: list[Any]) -> TimestampEncoder:
+    def partial_fit(self, values: list[Any]) -> TimestampEncoder:
+        self.unreadable_ |= bool(parse_times(values)[1].any())
         return self
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
@@ -564,7 +628,11 @@ class Encoder:
                  encoding: EncodingConfig = EncodingConfig()):  # noqa: B008 - frozen: safe to share
         self.fields = tuple(fields)
         self.encoding = encoding
+        self._reset()
+
+    def _reset(self) -> None:
         self.encoders_: list[FieldEncoder] = [self._make(spec) for spec in self.fields if spec.type != "ignore"]
+        self.unreadable_in_training_: frozenset[str] = frozenset()
 
     def _make(self, spec: FieldSpec) -> FieldEncoder:
         if spec.type == "categorical":
@@ -598,12 +666,35 @@ class Encoder:
         return np.concatenate([e.column_weights() for e in self.encoders_])
 
     def fit(self, records: list[dict[str, Any]]) -> Encoder:
+        """Fit on `records` at once; for a stream, `partial_fit` chunk by chunk, then `check_fitted`."""
+        self._reset()
+        return self.partial_fit(records).check_fitted()
+
+    def partial_fit(self, records: list[dict[str, Any]]) -> Encoder:
+        """Add a chunk of training records: every field's state then covers all the chunks so far.
+
+        >>> from trainer.config import FieldSpec
+        >>> chunks = [[{"n": 1, "c": "a"}, {"n": 5, "c": "a"}], [{"n": "lots", "c": "b"}, {"n": 3, "c": "b"}]]
+        >>> streamed = Encoder([FieldSpec("n", "numeric"), FieldSpec("c", "categorical")])
+        >>> for chunk in chunks:
+        ...     _ = streamed.partial_fit(chunk)
+        >>> streamed.check_fitted().state() == Encoder(streamed.fields).fit(chunks[0] + chunks[1]).state()
+        True
+        >>> sorted(streamed.unreadable_in_training_)
+        ['n']
+        """
         for e in self.encoders_:
-            e.fit([r.get(e.spec.name) for r in records])
-        # Fields whose training data already held unreadable values: there, one is not news.
-        self.unreadable_in_training_: frozenset[str] = frozenset()
-        self.unreadable_in_training_ = frozenset(
-            name for values in self.transform(records).unreadable.values() for name, _ in values)
+            e.partial_fit([r.get(e.spec.name) for r in records])
+        # Fields whose training data already held unreadable values: there, one is not news.  (A
+        # required field's unreadable value makes the record invalid instead.)
+        self.unreadable_in_training_ = frozenset(e.spec.name for e in self.encoders_
+                                                 if e.unreadable_ and not e.spec.required)
+        return self
+
+    def check_fitted(self) -> Encoder:
+        """Raise `EncodingError` for a field the training records gave nothing to fit on."""
+        for e in self.encoders_:
+            e.check_fitted()
         return self
 
     def transform(self, records: list[dict[str, Any]], strict: bool = False) -> Encoded:

@@ -13,6 +13,11 @@ Two ways to hold records out, chosen by `model.cross_fit_below`:
   records are if anything lower than the calibration scores: the threshold errs on the side of
   fewer false alarms.  The manifest and the log say which way a bundle was calibrated.
 
+Records are read chunk by chunk (`trainer.matrix.TrainingSample`, which says what is held in
+memory): a list, a re-readable source such as `trainer.data.RecordFile`, or a one-shot
+generator.  Past ``model.max_records`` records, a uniform sample of that many is trained on.
+Only a window of fewer than ``model.cross_fit_below`` records is held as a list (to cross-fit).
+
 >>> import numpy as np
 >>> from trainer.config import config_from_dict
 >>> rng = np.random.default_rng(0)
@@ -32,7 +37,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,7 +49,8 @@ from trainer.autoencoder import FieldLoss, build_autoencoder, default_layers
 from trainer.bundle import Bundle, ScoreWeights, range_adjusted
 from trainer.config import Config
 from trainer.drift import REFERENCE_KEY, Reference
-from trainer.encoding import Encoded, Encoder, EncodingError
+from trainer.encoding import Encoder, EncodingError
+from trainer.matrix import TrainingSample
 from trainer.neighbours import NeighbourDistance
 from trainer.progress import log, progress
 from trainer.threshold import calibrate
@@ -71,30 +78,26 @@ class _Fitted:
         return reconstruction, distance
 
 
-def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> Bundle:
+def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True) -> Bundle:
     """Train a bundle on normal `records`; the training summary lands in `bundle.training`."""
     started = time.perf_counter()
-    if len(records) < MIN_RECORDS:
-        raise EncodingError(f"training: {len(records)} records are too few (need at least {MIN_RECORDS})")
-    order = np.random.default_rng(config.model.seed).permutation(len(records))
     with single_thread():
-        if len(records) < config.model.cross_fit_below:
-            fitted, calibration, training = _cross_fitted(records, order, config, verbose)
+        small, records = _small_window(records, config.model.cross_fit_below)
+        if small is not None:
+            fitted, calibration, inputs, training = _cross_fitted(small, config, verbose)
         else:
-            fitted, calibration, training = _held_out(records, order, config, verbose)
-    reconstruction, distance, excess, rows = calibration
+            fitted, calibration, inputs, training = _held_out(records, config, verbose)
+    reconstruction, distance, excess = calibration
     weights = ScoreWeights.from_medians(reconstruction, distance)
     scores = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
     scores = range_adjusted(scores, excess.sum(axis=1))
     t = config.threshold
     threshold = calibrate(scores, t.method, t.target_rate, t.margin, t.tail_fraction)
-    encoded = fitted.encoder.transform(records)
     # What drift detection compares live traffic with (trainer.drift): every valid record, and the
     # held-out scores (training records' scores are lower, and not by the same amount at every hour).
-    reference = Reference.fit(fitted.encoder, encoded.X[encoded.valid], (encoded.X[rows], scores))
+    valid_inputs, calibration_inputs = inputs
+    reference = Reference.fit(fitted.encoder, valid_inputs, (calibration_inputs, scores))
     training.update({
-        "records": len(records),
-        "rejected": int((~encoded.valid).sum()),
         "encoded_width": fitted.encoder.width,
         "epochs_run": len(fitted.history),
         "history": fitted.history,
@@ -110,69 +113,102 @@ def fit(records: list[dict[str, Any]], config: Config, verbose: bool = True) -> 
                   neighbours=fitted.neighbours, weights=weights)
 
 
-def _held_out(records: list[dict[str, Any]], order: np.ndarray, config: Config, verbose: bool):
+def _small_window(records: Iterable[dict[str, Any]], below: int) -> tuple[list[dict[str, Any]] | None,
+                                                                          Iterable[dict[str, Any]]]:
+    """(`records` as a list if there are fewer than `below`, else None; the records to read).
+
+    A re-readable source is read again from its start; a one-shot iterator gets the records read
+    ahead put back in front.
+    """
+    if isinstance(records, list):
+        return (records if len(records) < below else None), records
+    stream = iter(records)
+    head = list(islice(stream, below))
+    if len(head) < below:
+        return head, head
+    return None, (chain(head, stream) if stream is records else records)
+
+
+def _held_out(records: Iterable[dict[str, Any]], config: Config, verbose: bool):
     """Train on 80%, stop early on 10%, calibrate on 10% (see the module docstring)."""
-    n_holdout = int(round(len(records) * config.model.holdout_fraction))
-    n_validation = n_holdout // 2
-    if len(records) - n_holdout < 10 or n_holdout - n_validation < 10:
-        raise EncodingError(f"training: {len(records)} records leave fewer than 10 per split "
-                            f"(model.holdout_fraction {config.model.holdout_fraction}); lower model.cross_fit_below "
-                            f"no further than the record count to cross-fit instead")
-    train, validation, held_out = np.split(order, [len(records) - n_holdout, len(records) - n_validation])
-    fitted, encoded = _fit_parts(records, train, validation, config, verbose, scored=held_out)
-    reconstruction, distance = fitted.components(encoded.X[encoded.valid])
-    excess = encoded.excess[encoded.valid]
-    training = {"calibration": "held-out split",
-                "split": {"train": len(train), "validation": len(validation), "calibration": len(excess)},
+    cfg = config.model
+    sample = TrainingSample(config.fields, config.encoding, cfg.holdout_fraction, cfg.max_records,
+                            cfg.seed).fit(records)
+    if sample.kept_ < sample.seen_:
+        log(f"training on a uniform sample of {sample.kept_:,} of {sample.seen_:,} records (model.max_records)",
+            verbose)
+    encoded = sample.encoded_
+    train, validation, held_out = (rows[encoded.valid[rows]] for rows in
+                                   (sample.train_, sample.validation_, sample.calibration_))
+    fitted = _fit_models(sample.encoder_, encoded.X[train], encoded.X[validation], config, verbose)
+    reconstruction, distance = fitted.components(encoded.X[held_out])
+    training = {"calibration": "held-out split", "records": sample.seen_, "kept": sample.kept_,
+                "rejected": int((~encoded.valid).sum()),
+                "split": {"train": len(train), "validation": len(validation), "calibration": len(held_out)},
                 "best_validation_loss": min(h["validation_loss"] for h in fitted.history)}
-    return fitted, (reconstruction, distance, excess, held_out[encoded.valid]), training
+    inputs = (encoded.X[encoded.valid], encoded.X[held_out])
+    return fitted, (reconstruction, distance, encoded.excess[held_out]), inputs, training
 
 
-def _cross_fitted(records: list[dict[str, Any]], order: np.ndarray, config: Config, verbose: bool):
+def _cross_fitted(records: list[dict[str, Any]], config: Config, verbose: bool):
     """Out-of-fold scores for calibration, then the parts refitted on every record."""
+    seen, limit = len(records), config.model.max_records
+    kept = min(seen, limit) if limit is not None else seen
+    if kept < MIN_RECORDS:
+        sampled = f" of {seen} (model.max_records)" if kept < seen else ""
+        raise EncodingError(f"training: {kept}{sampled} records are too few (need at least {MIN_RECORDS})")
+    if kept < seen:
+        keep = np.sort(np.random.default_rng(config.model.seed).choice(seen, kept, replace=False))
+        records = _take(records, keep)
+        log(f"training on a uniform sample of {kept:,} of {seen:,} records (model.max_records)", verbose)
+    order = np.random.default_rng(config.model.seed).permutation(len(records))
     folds = np.array_split(order, config.model.folds)
     parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = []
     epochs = []
     for k, scored in enumerate(progress(folds, desc="cross-fitting", unit="fold", enabled=verbose)):
         stopping = folds[(k + 1) % len(folds)]
         train = np.concatenate([f for j, f in enumerate(folds) if j not in (k, (k + 1) % len(folds))])
-        fitted, encoded = _fit_parts(records, train, stopping, config, verbose=False, scored=scored)
+        encoder = Encoder(config.fields, config.encoding).fit(_take(records, train))
+        fitted = _fit_models(encoder, _valid_inputs(encoder, records, train), _valid_inputs(encoder, records, stopping),
+                             config, verbose=False)
+        encoded = encoder.transform(_take(records, scored))
         parts.append((*fitted.components(encoded.X[encoded.valid]), encoded.excess[encoded.valid],
                       scored[encoded.valid]))
         epochs.append(int(np.argmin([h["validation_loss"] for h in fitted.history])) + 1)
     fixed = int(np.median(epochs))
-    fitted, _ = _fit_parts(records, np.sort(order), None, config, verbose, scored=order[:0], epochs=fixed)
+    encoder = Encoder(config.fields, config.encoding).fit(records)
+    encoded = encoder.transform(records)
+    fitted = _fit_models(encoder, encoded.X[encoded.valid], None, config, verbose, epochs=fixed)
     reconstruction, distance, excess, rows = (np.concatenate(p) if p[0] is not None else None for p in zip(*parts))
     log(f"training: {len(records)} records, fewer than model.cross_fit_below {config.model.cross_fit_below}: "
         f"calibrated on out-of-fold scores of {len(folds)} folds, final model {fixed} epochs on every record",
         verbose)
-    training = {"calibration": f"cross-fitted ({len(folds)} folds)",
-                "split": {"train": len(records), "calibration": len(reconstruction)},
-                "fold_epochs": epochs}
-    return fitted, (reconstruction, distance, excess, rows), training
+    training = {"calibration": f"cross-fitted ({len(folds)} folds)", "records": seen, "kept": len(records),
+                "rejected": int((~encoded.valid).sum()),
+                "split": {"train": len(records), "calibration": len(reconstruction)}, "fold_epochs": epochs}
+    inputs = (encoded.X[encoded.valid], encoded.X[rows])
+    return fitted, (reconstruction, distance, excess), inputs, training
 
 
-def _fit_parts(records: list[dict[str, Any]], train: np.ndarray, validation: np.ndarray | None, config: Config,
-               verbose: bool, scored: np.ndarray, epochs: int | None = None) -> tuple[_Fitted, Encoded]:
-    """Encoder, autoencoder and neighbour reference fitted on `records[train]`, with the encoding
-    of `records[scored]`.  `validation` stops the training early; without it, `epochs` epochs."""
+def _fit_models(encoder: Encoder, X_train: np.ndarray, X_validation: np.ndarray | None, config: Config,
+                verbose: bool, epochs: int | None = None) -> _Fitted:
+    """Autoencoder and neighbour reference on encoded training rows.  `X_validation` stops the
+    training early; without it, `epochs` epochs."""
     cfg = config.model
-    encoder = Encoder(config.fields, config.encoding).fit(_take(records, train))
-
-    def encode(rows: np.ndarray) -> np.ndarray:
-        encoded = encoder.transform(_take(records, rows))
-        return encoded.X[encoded.valid]
-
-    X_train = encode(train)
-    X_validation = torch.from_numpy(encode(validation)) if validation is not None else None
     model = build_autoencoder(encoder.width, cfg.layers or default_layers(encoder.width), cfg.activation, cfg.seed)
     loss = FieldLoss(encoder.blocks, encoder.column_weights())
-    history = _train(model, loss, torch.from_numpy(X_train), X_validation, config, verbose, epochs)
+    validation = torch.from_numpy(X_validation) if X_validation is not None else None
+    history = _train(model, loss, torch.from_numpy(X_train), validation, config, verbose, epochs)
     neighbours = None
     if cfg.neighbours:
         neighbours = NeighbourDistance(k=cfg.neighbours, seed=cfg.seed).fit(X_train, encoder.blocks,
                                                                              encoder.column_weights())
-    return _Fitted(encoder, model, loss, neighbours, history), encoder.transform(_take(records, scored))
+    return _Fitted(encoder, model, loss, neighbours, history)
+
+
+def _valid_inputs(encoder: Encoder, records: list[dict[str, Any]], rows: np.ndarray) -> np.ndarray:
+    encoded = encoder.transform(_take(records, rows))
+    return encoded.X[encoded.valid]
 
 
 def _take(records: list[dict[str, Any]], rows: np.ndarray) -> list[dict[str, Any]]:
