@@ -150,7 +150,6 @@ def kept_records(bundle: Bundle, values: Iterable[bytes | None], ignore: Sequenc
     `counts` receives ``read``, ``unreadable`` (not a JSON object), ``invalid`` (not scorable),
     ``scored``, ``alerted`` (at or above the threshold, all fields counted) and ``kept``.
     """
-    columns = [bundle.field_names.index(name) for name in ignore]
     threshold = bundle.threshold.value
     values = iter(values)
     while chunk := list(islice(values, CHUNK)):
@@ -167,7 +166,7 @@ def kept_records(bundle: Bundle, values: Iterable[bytes | None], ignore: Sequenc
             continue
         batch = bundle.score(records, strict=True)
         valid = batch.valid & np.isfinite(batch.scores)
-        filtered = batch.scores - batch.contributions[:, columns].sum(axis=1)
+        filtered = bundle.score(records, strict=True, ignore=ignore).scores if ignore else batch.scores
         keep = valid & (filtered < threshold)
         counts.update(invalid=int((~valid).sum()), scored=int(valid.sum()),
                       alerted=int((valid & (batch.scores >= threshold)).sum()), kept=int(keep.sum()))

@@ -41,15 +41,14 @@ def alerting_copy(bundle: Bundle, version: str) -> Bundle:
     """The same model under another version, alerting on every event (threshold 1e-12)."""
     threshold = dataclasses.replace(bundle.threshold, value=1e-12,
                                     bands={b: max(v, 1e-9) for b, v in bundle.threshold.bands.items()})
-    return Bundle(bundle.config, bundle.encoder, bundle.model, threshold, training=bundle.training,
-                  manifest={**bundle.manifest, "version": version})
+    return bundle.with_threshold(threshold, manifest={**bundle.manifest, "version": version})
 
 
 def saved_copy(bundle: Bundle, model_dir: Path, threshold: float | None = None) -> Bundle:
     """Save a copy of `bundle` as a new version of `model_dir` (CURRENT moves); the original is untouched."""
     t = bundle.threshold if threshold is None else dataclasses.replace(
         bundle.threshold, value=threshold, bands={b: max(v, 1e-9) for b, v in bundle.threshold.bands.items()})
-    copy = Bundle(bundle.config, bundle.encoder, bundle.model, t, training=bundle.training)
+    copy = bundle.with_threshold(t, manifest={})
     copy.save(model_dir)
     time.sleep(0.002)  # version names carry the time to the microsecond: keep them in order
     return copy

@@ -193,7 +193,7 @@ def test_a_new_bundle_takes_effect_at_the_next_batch():
     bundle = traffic_bundle()
     scorer = BatchScorer(bundle)
     event = encode(live_events(1))
-    stricter = type(bundle)(bundle.config, bundle.encoder, bundle.model, type(bundle.threshold)(
+    stricter = bundle.with_threshold(type(bundle.threshold)(
         method="max", value=1e-6, target_rate=0.5, bands={"warning": 1e-6, "minor": 1.0, "major": 2.0, "critical": 3.0}),
         manifest={**bundle.manifest, "version": "v-next"})
     scorer.bundle = stricter

@@ -42,3 +42,13 @@ def test_the_reference_is_a_bounded_seeded_sample():
     assert NeighbourDistance(budget=500).fit(train, BLOCKS, WEIGHTS).reference_.shape == (100, 5)  # 500 floats / 5
     again = NeighbourDistance(max_reference=1000).fit(train, BLOCKS, WEIGHTS)
     assert np.array_equal(again.reference_.numpy(), nd.reference_.numpy())
+
+
+def test_an_ignored_field_is_left_out_of_the_search_and_the_distance():
+    rng = np.random.default_rng(1)
+    train, query = encoded(rng, 200), encoded(rng, 30)
+    query[:, 0] += 50.0  # x shifted far away: ignored, it must not pick the neighbours
+    parts = NeighbourDistance(k=3).fit(train, BLOCKS, WEIGHTS).field_errors(query, ignore=np.array([True, False]))
+    assert (parts[:, 0] == 0).all()
+    only_c = NeighbourDistance(k=3).fit(train, BLOCKS, np.array([0.0, 0, 0, 0, 0])).field_errors(query)
+    np.testing.assert_allclose(parts[:, 1], only_c[:, 1], rtol=1e-6)

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,6 +121,12 @@ class Bundle:
         self.path = path
         self.loss = FieldLoss(encoder.blocks, encoder.column_weights())
 
+    def with_threshold(self, threshold: Threshold, manifest: dict[str, Any] | None = None) -> Bundle:
+        """The same model (encoder, weights, neighbour reference, score weights) with another threshold."""
+        return Bundle(self.config, self.encoder, self.model, threshold, training=self.training,
+                      manifest=self.manifest if manifest is None else manifest, neighbours=self.neighbours,
+                      weights=self.weights)
+
     @property
     def version(self) -> str:
         return self.manifest.get("version", "unsaved")
@@ -128,14 +135,16 @@ class Bundle:
     def field_names(self) -> list[str]:
         return self.encoder.field_names
 
-    def score(self, records: list[dict[str, Any]], strict: bool = False, batch_size: int = 8192) -> ScoredBatch:
+    def score(self, records: list[dict[str, Any]], strict: bool = False, batch_size: int = 8192,
+              ignore: Sequence[str] = ()) -> ScoredBatch:
         """Anomaly scores of `records` (higher is more anomalous, ≥ 0), one forward pass per `batch_size`.
 
         A field's contribution is its weighted reconstruction error, plus its weighted part of
         the distance to the nearest training records (`trainer.neighbours`), plus threshold ×
         its range excess (`NumericEncoder.range_excess`): a value one whole training range
         outside what training saw, or of a sign it never saw, alerts by itself; nearer
-        excursions add in proportion.  See `ScoredBatch`.
+        excursions add in proportion.  See `ScoredBatch`.  Fields in `ignore` are left out: they
+        contribute 0, and the nearest training records are searched in the other fields.
         """
         encoded = self.encoder.transform(records, strict=strict)
         X = torch.from_numpy(encoded.X)
@@ -149,10 +158,13 @@ class Bundle:
         width = len(self.field_names)
         reconstruction = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
         output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
+        ignored = np.isin(self.field_names, list(ignore))
         parts = [self.weights.reconstruction * reconstruction.astype(np.float64),
-                 self.weights.neighbours * self.neighbours.field_errors(X) if self.neighbours
+                 self.weights.neighbours * self.neighbours.field_errors(X, ignored) if self.neighbours
                  else np.zeros((len(X), width)),
                  self.threshold.value * encoded.excess]
+        for part in parts:
+            part[:, ignored] = 0.0
         contributions = parts[0] + parts[1] + parts[2]
         contributions[~encoded.valid] = np.nan
         components = np.stack([part.sum(axis=1) for part in parts], axis=1)
