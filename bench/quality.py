@@ -42,6 +42,7 @@ import numpy as np
 import yaml
 
 from trainer.config import config_from_dict
+from trainer.drift import REFERENCE_KEY
 from trainer.datasets import SHARED_DATA, read_adbench, read_arff, read_nsl_kdd
 from trainer.errors import AnomonError
 from trainer.evaluation import pr_auc, roc_auc
@@ -160,7 +161,8 @@ def anomon(split: Split, seed: int) -> dict[str, Any]:
 
 
 def _training_summary(training: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in training.items() if k not in ("history",)}
+    """The bundle's training summary without its per-epoch history and drift reference (sizes, not figures)."""
+    return {k: v for k, v in training.items() if k not in ("history", REFERENCE_KEY)}
 
 
 @dataclass
