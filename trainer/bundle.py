@@ -158,12 +158,12 @@ class Bundle:
         width = len(self.field_names)
         reconstruction = torch.cat(errors).numpy() if errors else np.zeros((0, width), np.float32)
         output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
-        ignored = np.isin(self.field_names, list(ignore))
+        ignored = np.isin(self.field_names, list(ignore)) if ignore else None
         parts = [self.weights.reconstruction * reconstruction.astype(np.float64),
                  self.weights.neighbours * self.neighbours.field_errors(X, ignored) if self.neighbours
                  else np.zeros((len(X), width)),
                  self.threshold.value * encoded.excess]
-        for part in parts:
+        for part in parts if ignored is not None else ():
             part[:, ignored] = 0.0
         contributions = parts[0] + parts[1] + parts[2]
         contributions[~encoded.valid] = np.nan
