@@ -32,11 +32,11 @@ from monitor_support import (
 
 from trainer.config import config_from_dict
 
-EVENTS = 50_000
+EVENTS = 30_000
 PARTITIONS = 4
 KILLS = 6
 SEED = 20261202
-RATE = 800  # events per second: the stream lasts about a minute, through the kills
+RATE = 800  # events per second: the stream lasts about 40 s, through the kills
 STREAM_S = EVENTS / RATE
 
 
