@@ -7,6 +7,7 @@ import pytest
 from monitor.traffic import TRAFFIC_FIELDS, TRAFFIC_KEY, TrafficGenerator
 from trainer import Bundle, config_from_dict, fit
 from trainer.bundle import COMPONENTS
+from trainer.drift import Reference
 from trainer.encoding import EncodingError
 from trainer.evaluation import roc_auc
 
@@ -85,3 +86,23 @@ def test_save_and_load_keep_the_neighbours_and_weights(small, tmp_path):
     events = TrafficGenerator(seed=9).generate(50)
     np.testing.assert_allclose(loaded.anomaly_scores(events), small.anomaly_scores(events), rtol=1e-6)
     assert loaded.weights == small.weights and loaded.neighbours.k == small.neighbours.k
+
+
+def test_the_drift_reference_takes_held_out_scores_as_the_monitor_computes_them(monkeypatch):
+    # One held-out record lies far outside its fold's training range: it scores r + T·E ≥ T as
+    # live traffic would, where calibration's range-adjusted r / (1 - E) is infinite.
+    captured = {}
+    original = Reference.fit
+
+    def capture(encoder, X, scores=None):
+        captured["scores"] = scores[1]
+        return original(encoder, X, scores)
+
+    monkeypatch.setattr(Reference, "fit", staticmethod(capture))
+    rng = np.random.default_rng(0)
+    records = [{"x": float(v)} for v in rng.normal(100, 5, size=99)] + [{"x": 1e6}]
+    bundle = fit(records, config_from_dict({"fields": {"x": "numeric"}, "model": {"epochs": 3}}, environ={}),
+                 verbose=False)
+    scores = captured["scores"]
+    assert len(scores) == 100 and np.isfinite(scores).all()
+    assert scores.max() >= bundle.threshold.value

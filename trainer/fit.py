@@ -89,13 +89,15 @@ def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True)
             fitted, calibration, inputs, training = _held_out(records, config, verbose)
     reconstruction, distance, excess = calibration
     weights = ScoreWeights.from_medians(reconstruction, distance)
-    scores = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
-    scores = range_adjusted(scores, excess.sum(axis=1))
+    weighted = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
     t = config.threshold
-    threshold = calibrate(scores, t.method, t.target_rate, t.margin, t.tail_fraction)
+    threshold = calibrate(range_adjusted(weighted, excess.sum(axis=1)), t.method, t.target_rate, t.margin,
+                          t.tail_fraction)
     # What drift detection compares live traffic with (trainer.drift): every valid record, and the
-    # held-out scores (training records' scores are lower, and not by the same amount at every hour).
+    # held-out records' scores as `Bundle.score` gives them, range excess included (training
+    # records' scores are lower, and not by the same amount at every hour).
     valid_inputs, calibration_inputs = inputs
+    scores = weighted + threshold.value * excess.sum(axis=1)
     reference = Reference.fit(fitted.encoder, valid_inputs, (calibration_inputs, scores))
     training.update({
         "encoded_width": fitted.encoder.width,
