@@ -20,7 +20,8 @@ train on is reported as ``FAIL`` and counted at chance level (ROC-AUC 0.5) in th
     .venv/bin/python bench/quality.py [--sets glass,wine] [--seeds 3] [--out bench/quality.json]
 
 Prints one row per set (ROC-AUC and PR-AUC of each detector, anomon's ROC-AUC over the better
-baseline's, and the verdict: ``win`` at or above the better baseline minus 0.005, else ``LOSS``),
+baseline's, the verdict: ``win`` at or above the better baseline minus 0.005, else ``LOSS``, and
+the ROC-AUC of each of anomon's score components alone: reconstruction, neighbours, range excess),
 then the means, and writes the same figures to ``bench/quality.json``.  With ``--seeds N`` anomon
 trains seeds 0..N-1 on each set and the row shows the mean (the minimum goes to the JSON).
 """
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from trainer.bundle import COMPONENTS
 from trainer.config import config_from_dict
 from trainer.drift import REFERENCE_KEY
 from trainer.datasets import SHARED_DATA, read_adbench, read_arff, read_nsl_kdd
@@ -148,14 +150,18 @@ def anomon(split: Split, seed: int) -> dict[str, Any]:
         return {"error": str(exc), "roc_auc": 0.5, "pr_auc": float(split.y.mean()), "unscored": len(split.test),
                 "fit_seconds": round(time.perf_counter() - started, 2)}
     fit_seconds = time.perf_counter() - started
-    scores = np.asarray(bundle.score(split.test).scores, dtype=float)
+    scored = bundle.score(split.test)
+    scores = np.asarray(scored.scores, dtype=float)
     unscored = ~np.isfinite(scores)
     ranked = np.where(unscored, np.where(split.y, -np.inf, np.inf), scores)  # the worst case for anomon
     finite = ranked[np.isfinite(ranked)]
     low, high = (finite.min() - 1, finite.max() + 1) if finite.size else (0.0, 1.0)
     ranked = np.clip(ranked, low, high)
     types = Counter(spec.type for spec in bundle.config.fields)
-    return {"roc_auc": roc_auc(split.y, ranked), "pr_auc": pr_auc(split.y, ranked),
+    # Each component alone, on the scored records: which part of the score separates this set.
+    components = {name: roc_auc(split.y[~unscored], scored.components[~unscored, j])
+                  for j, name in enumerate(COMPONENTS)}
+    return {"roc_auc": roc_auc(split.y, ranked), "pr_auc": pr_auc(split.y, ranked), "components": components,
             "unscored": int(unscored.sum()), "fit_seconds": round(fit_seconds, 2),
             "fields": dict(sorted(types.items())), "training": _training_summary(bundle.training)}
 
@@ -242,7 +248,9 @@ def run_set(split: Split, seeds: int) -> dict[str, Any]:
         "anomon": {"roc_auc": statistics.mean(roc), "roc_auc_min": min(roc),
                    "pr_auc": statistics.mean(r["pr_auc"] for r in runs),
                    "unscored": max(r["unscored"] for r in runs),
-                   "fit_seconds": statistics.mean(r["fit_seconds"] for r in runs), "runs": runs},
+                   "fit_seconds": statistics.mean(r["fit_seconds"] for r in runs), "runs": runs,
+                   "components": {name: statistics.mean(r["components"][name] for r in runs)
+                                  for name in COMPONENTS if all("components" in r for r in runs)}},
         "iforest": forest, "hst": hst,
         "ratio": statistics.mean(roc) / best if best > 0 else float("nan"),
         "verdict": "FAIL" if any("error" in r for r in runs) else verdict(min(roc), best),
@@ -254,11 +262,12 @@ def format_row(row: dict[str, Any]) -> str:
     return (f"{row['set']:<13} {row['n_train']:>6} {row['n_test']:>6} {a['unscored']:>5}  "
             f"{a['roc_auc']:>7.3f} {a['pr_auc']:>6.3f}  {row['iforest']['roc_auc']:>7.3f} {row['iforest']['pr_auc']:>6.3f}  "
             f"{row['hst']['roc_auc']:>7.3f} {row['hst']['pr_auc']:>6.3f}  {row['ratio']:>6.3f} {row['verdict']:>5} "
-            f"{a['fit_seconds']:>6.1f}")
+            f"{a['fit_seconds']:>6.1f}  " + " ".join(f"{a['components'].get(name, float('nan')):>6.3f}"
+                                                     for name in COMPONENTS))
 
 
 HEADER = (f"{'set':<13} {'train':>6} {'test':>6} {'unsc.':>5}  {'anomon':>7} {'PR':>6}  {'IForest':>7} {'PR':>6}  "
-          f"{'HST':>7} {'PR':>6}  {'ratio':>6} {'verd.':>5} {'fit s':>6}")
+          f"{'HST':>7} {'PR':>6}  {'ratio':>6} {'verd.':>5} {'fit s':>6}  {'recon.':>6} {'neigh.':>6} {'range':>6}")
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
