@@ -77,6 +77,20 @@ def test_rare_categories_go_to_the_other_slot():
     assert X.argmax(axis=1).tolist() == [2, 2, 0]
 
 
+def test_a_new_category_is_range_excess_only_where_training_saw_the_whole_vocabulary():
+    whole = Encoder([FieldSpec("c", "categorical")]).fit([{"c": v} for v in "aabb"])
+    rare = Encoder([FieldSpec("c", "categorical")]).fit([{"c": v} for v in "aabbz"])  # z: once, below min_count
+    capped = Encoder([FieldSpec("c", "categorical")], EncodingConfig(max_categories=1)).fit([{"c": v} for v in "aabb"])
+    records = [{"c": "a"}, {"c": "new"}, {}]  # a known value, a new one, and a missing one
+    assert whole.transform(records).excess[:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert rare.transform(records).excess[:, 0].tolist() == [0.0, 0.0, 0.0]
+    assert capped.transform(records).excess[:, 0].tolist() == [0.0, 0.0, 0.0]
+    # Stored with the bundle; a bundle of an earlier release (no "other_seen") gives no excess.
+    assert Encoder([FieldSpec("c", "categorical")]).load_state(whole.state()).transform(records).excess[1, 0] == 1.0
+    old = {**whole.state(), "c": {"categories": ["a", "b"]}}
+    assert Encoder([FieldSpec("c", "categorical")]).load_state(old).transform(records).excess[1, 0] == 0.0
+
+
 def test_category_values_of_mixed_types_share_tokens():
     enc = Encoder([FieldSpec("status", "categorical")]).fit([{"status": 200}, {"status": "200"}, {"status": 404.0}] * 3)
     assert sorted(enc.encoder_for("status").categories_) == ["200", "404"]

@@ -1,5 +1,6 @@
 """Property-based: whatever an event's values, `Bundle.score` scores it finitely, and values far
-outside the training range score at or above the threshold (an attacker cannot hide an event)."""
+outside the training range, or categories outside a vocabulary training saw whole, score at or
+above the threshold (an attacker cannot hide an event)."""
 
 from __future__ import annotations
 
@@ -70,4 +71,15 @@ def test_a_negative_number_where_training_never_was_scores_at_or_above_the_thres
     scores, contributions = bundle.score([dict(history()[row], count=value)])
     assert scores[0] >= bundle.threshold.value
     assert bundle.field_names[int(np.argmax(contributions[0]))] == "count"
+
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(min_size=1, max_size=20).filter(lambda v: v not in ("tcp", "udp", "icmp")) | st.integers(),
+       row=st.integers(0, 399))
+def test_a_category_outside_a_vocabulary_training_saw_whole_scores_at_or_above_the_threshold(bundle, value, row):
+    assert {r["proto"] for r in history()} == {"tcp", "udp", "icmp"}  # each of them many times
+    batch = bundle.score([dict(history()[row], proto=value)])
+    assert batch.components[0, 2] >= bundle.threshold.value  # the range excess alone alerts
+    assert bundle.field_names[int(np.argmax(batch.contributions[0]))] == "proto"
 

@@ -7,7 +7,8 @@ of the records, then numpy does the rest.  Nothing raises for one bad event:
 - every value that can be read as its field's type is encoded, however far it lies from what
   training saw.  A number outside the training range (or negative where training never was)
   also gets a *range excess* (`Encoded.excess`), which the bundle turns into score; an attacker
-  cannot make an event invisible by sending ``-1`` or ``3``;
+  cannot make an event invisible by sending ``-1`` or ``3``.  So does a category outside a
+  vocabulary that training saw whole (`CategoricalEncoder`);
 - a value that cannot be read at all (``"lots"`` for a number, an object for a category) is
   encoded as missing and reported in `Encoded.unreadable`; the record is still scored, with a
   range excess of 1 unless training data held unreadable values in that field too;
@@ -24,6 +25,8 @@ of the records, then numpy does the rest.  Nothing raises for one bad event:
 ((4, 5), [None, None, None, None], {1: [('bytes', "field 'bytes': cannot read 'lots' as a number")]})
 >>> out.excess[:, 0].tolist()  # 40 is half the training range out; "lots" and a sign were never seen
 [0.0, 1.0, 0.5, 1.0]
+>>> out.excess[:, 1].tolist()  # training saw every value of proto twice: icmp is new
+[1.0, 0.0, 0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -328,6 +331,18 @@ class CategoricalEncoder(_FieldEncoder):
 
     A missing value is the token ``<missing>``, a category like any other: frequent in
     training, it gets a slot of its own; otherwise it falls into the unseen/rare slot.
+
+    When every training value had a slot of its own (`other_seen_` False: a closed vocabulary,
+    such as the countries users live in), a value outside it is something training never saw,
+    like a number of a sign never seen: its range excess is 1 and it alerts by itself.  A field
+    with rare or too many values in training has seen that slot, and a new value there is only
+    as odd as the autoencoder and the neighbour distance find it.  A missing value never counts.
+
+    >>> from trainer.config import FieldSpec
+    >>> enc = CategoricalEncoder(FieldSpec("country", "categorical")).fit(["US", "US", "DE", "DE"])
+    >>> out = np.zeros((3, enc.width))
+    >>> enc.transform(["DE", "KP", None], out, _Problems(3), strict=False).tolist()
+    [0.0, 1.0, 0.0]
     """
 
     loss = "categorical"
@@ -356,9 +371,11 @@ class CategoricalEncoder(_FieldEncoder):
         frequent = ((-n, c) for c, n in self._counts.items() if n >= self.min_count)
         self.categories_ = [c for _, c in heapq.nsmallest(self.max_categories, frequent)]
         self._index = {c: i for i, c in enumerate(self.categories_)}
+        self.other_seen_ = len(self.categories_) < len(self._counts)
         return self
 
-    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
+    def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
+        """Encode into `out`; returns the range excess of every value (see the class docstring)."""
         tokens = _tokens(values)
         n = len(tokens)
         if None in tokens:  # lists and objects: read as missing
@@ -371,17 +388,22 @@ class CategoricalEncoder(_FieldEncoder):
         # Unseen and rare values share the last slot (and <missing>, unless frequent in training).
         slots = np.fromiter(map(self._index.get, tokens, repeat(len(self.categories_))), dtype=np.intp, count=n)
         out[np.arange(n), slots] = 1.0
+        if self.other_seen_:
+            return np.zeros(n)
+        unseen = slots == len(self.categories_)
+        return (unseen & np.fromiter((t != MISSING for t in tokens), dtype=bool, count=n)).astype(np.float64)
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         names = [*self.categories_, OTHER]
         return [names[i] for i in recon.argmax(axis=1)]
 
     def state(self) -> dict[str, Any]:
-        return {"categories": self.categories_}
+        return {"categories": self.categories_, "other_seen": self.other_seen_}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.categories_ = list(state["categories"])
         self._index = {c: i for i, c in enumerate(self.categories_)}
+        self.other_seen_ = state.get("other_seen", True)  # bundles of earlier releases: no excess
 
 
 TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
@@ -707,7 +729,7 @@ class Encoder:
         for j, (e, block) in enumerate(zip(self.encoders_, self.blocks)):
             values = [r.get(e.spec.name) for r in records]
             parsed = e.transform(values, X[:, block.start : block.stop], problems, strict)
-            if isinstance(e, NumericEncoder):
+            if isinstance(e, (NumericEncoder, CategoricalEncoder)):
                 excess[:, j] = parsed
             elif event_times is None and isinstance(e, TimestampEncoder):
                 event_times = parsed  # parsed once, for the encoding and for the caller (event lag)
