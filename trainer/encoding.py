@@ -388,10 +388,11 @@ class CategoricalEncoder(_FieldEncoder):
         # Unseen and rare values share the last slot (and <missing>, unless frequent in training).
         slots = np.fromiter(map(self._index.get, tokens, repeat(len(self.categories_))), dtype=np.intp, count=n)
         out[np.arange(n), slots] = 1.0
-        if self.other_seen_:
-            return np.zeros(n)
-        unseen = slots == len(self.categories_)
-        return (unseen & np.fromiter((t != MISSING for t in tokens), dtype=bool, count=n)).astype(np.float64)
+        excess = np.zeros(n)
+        if not self.other_seen_:
+            unseen = np.flatnonzero(slots == len(self.categories_))  # usually none: look only at those
+            excess[[i for i in unseen.tolist() if tokens[i] != MISSING]] = 1.0
+        return excess
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         names = [*self.categories_, OTHER]
