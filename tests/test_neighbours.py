@@ -1,9 +1,12 @@
-"""The neighbour distance against a brute-force computation, and its reference sample's bounds."""
+"""The neighbour distance against a brute-force computation, its blocked nearest search against
+torch.topk, and its reference sample's bounds."""
 
 import numpy as np
+import pytest
+import torch
 
 from trainer.encoding import Block
-from trainer.neighbours import NeighbourDistance
+from trainer.neighbours import NeighbourDistance, smallest
 
 BLOCKS = [Block("x", 0, 2, "squared"), Block("c", 2, 5, "categorical")]
 WEIGHTS = np.array([1.0, 0.5, 0, 0, 0])
@@ -52,3 +55,13 @@ def test_an_ignored_field_is_left_out_of_the_search_and_the_distance():
     assert (parts[:, 0] == 0).all()
     only_c = NeighbourDistance(k=3).fit(train, BLOCKS, np.array([0.0, 0, 0, 0, 0])).field_errors(query)
     np.testing.assert_allclose(parts[:, 1], only_c[:, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("columns", [2048, 1000, 320, 256, 64])
+@pytest.mark.parametrize("k", [1, 5])
+def test_the_blocked_search_finds_the_same_smallest_values_as_topk(columns, k):
+    generator = torch.Generator().manual_seed(columns + k)
+    for values in (torch.rand(200, columns, generator=generator),
+                   torch.randint(0, 4, (200, columns), generator=generator).float()):  # many ties
+        found = values.gather(1, smallest(values, k)).sort(dim=1).values
+        assert torch.equal(found, values.topk(k, dim=1, largest=False).values.sort(dim=1).values)
