@@ -142,8 +142,9 @@ class Bundle:
         A field's contribution is its weighted reconstruction error, plus its weighted part of
         the distance to the nearest training records (`trainer.neighbours`), plus threshold ×
         its range excess (`NumericEncoder.range_excess`): a value one whole training range
-        outside what training saw, or of a sign it never saw, alerts by itself; nearer
-        excursions add in proportion.  See `ScoredBatch`.  Fields in `ignore` are left out: they
+        outside what training saw, of a sign it never saw, or a category outside a vocabulary
+        training saw whole (`CategoricalEncoder`), alerts by itself; nearer excursions add in
+        proportion.  See `ScoredBatch`.  Fields in `ignore` are left out: they
         contribute 0, and the nearest training records are searched in the other fields.
         """
         encoded = self.encoder.transform(records, strict=strict)
