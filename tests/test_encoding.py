@@ -91,6 +91,27 @@ def test_a_new_category_is_range_excess_only_where_training_saw_the_whole_vocabu
     assert Encoder([FieldSpec("c", "categorical")]).load_state(old).transform(records).excess[1, 0] == 0.0
 
 
+def test_the_neighbour_distance_measures_each_number_on_its_likelier_normal_scale():
+    rng = np.random.default_rng(0)
+    records = [{"level": float(v), "bytes": float(b)} for v, b in zip(rng.normal(120, 20, 2000).clip(1),
+                                                                       rng.lognormal(8, 2, 2000))]
+    enc = Encoder([FieldSpec("level", "numeric"), FieldSpec("bytes", "numeric")]).fit(records)
+    level, size = enc.encoder_for("level"), enc.encoder_for("bytes")
+    assert level.log_ and size.log_  # the autoencoder's inputs: the log of every non-negative field
+    assert level.distance_[0] is False and size.distance_ is None  # the distance: the value itself for level
+    X = enc.transform(records[:5]).X
+    D = enc.distance_inputs(X)
+    values = np.array([r["level"] for r in records])
+    spread = np.subtract(*np.quantile(values, [0.99, 0.01]))
+    assert np.allclose(D[:, 0], (values[:5] - np.median(values)) / spread, atol=1e-4)
+    assert np.array_equal(D[:, 1:], X[:, 1:])  # the other columns as they are
+    # Stored with the bundle; a bundle of an earlier release has one scale per field.
+    fields = [FieldSpec("level", "numeric"), FieldSpec("bytes", "numeric")]
+    assert np.array_equal(Encoder(fields).load_state(enc.state()).distance_inputs(X), D)
+    old = {**enc.state(), "level": {k: v for k, v in enc.state()["level"].items() if k != "distance"}}
+    assert np.array_equal(Encoder(fields).load_state(old).distance_inputs(X), X)
+
+
 def test_category_values_of_mixed_types_share_tokens():
     enc = Encoder([FieldSpec("status", "categorical")]).fit([{"status": 200}, {"status": "200"}, {"status": 404.0}] * 3)
     assert sorted(enc.encoder_for("status").categories_) == ["200", "404"]

@@ -161,7 +161,7 @@ class Bundle:
         output = torch.cat(outputs).numpy() if outputs else np.zeros((0, X.shape[1]), np.float32)
         ignored = np.isin(self.field_names, list(ignore)) if ignore else None
         parts = [self.weights.reconstruction * reconstruction.astype(np.float64),
-                 self.weights.neighbours * self.neighbours.field_errors(X, ignored) if self.neighbours
+                 self.weights.neighbours * self.neighbours.field_errors(encoded.X, ignored) if self.neighbours
                  else np.zeros((len(X), width)),
                  self.threshold.value * encoded.excess]
         for part in parts if ignored is not None else ():
@@ -313,7 +313,8 @@ class Bundle:
         if neighbours is not None:
             if neighbours["reference"].shape[1:] != (encoder.width,):
                 raise BundleError(f"bundle: {target} neighbour reference does not fit the encoded width {encoder.width}")
-            neighbours = NeighbourDistance.from_state(neighbours, encoder.blocks, encoder.column_weights())
+            neighbours = NeighbourDistance.from_state(neighbours, encoder.blocks, encoder.column_weights(),
+                                                      inputs=encoder.distance_inputs)
         return cls(config, encoder, model, threshold, manifest=manifest, path=target, neighbours=neighbours,
                    weights=ScoreWeights(**weights.get("score_weights", {})))
 

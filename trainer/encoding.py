@@ -219,6 +219,14 @@ class NumericEncoder(_ValueWithIndicator):
     multiples of that range: 0 inside, 1 one whole range out.  A sign that training never saw,
     or any other value of a field that was constant in training, counts as at least 1.  The
     log keeps the autoencoder's inputs in proportion; the excess keeps extremes extreme.
+
+    The neighbour distance (`Encoder.distance_inputs`) is a Euclidean distance, so it measures
+    the value on the scale where the training values look most normal: the signed log or the
+    value itself, whichever Box-Cox's profile likelihood prefers (`distance_`, None when that is
+    the autoencoder's scale, or when the field's ``log`` setting chooses).  A count that spans
+    orders of magnitude keeps its log; a blood-sugar level, whose log squashes the high values
+    where diabetics are, does not (Pima: 0.670 → 0.711 ROC-AUC; the autoencoder, whose inputs
+    keep the log, loses on NSL-KDD without it: 0.964 → 0.953 over five seeds).
     """
 
     def _reset(self) -> None:
@@ -235,17 +243,13 @@ class NumericEncoder(_ValueWithIndicator):
             return self
         self._values.add(x)
         self._low, self._high = min(self._low, float(x.min())), max(self._high, float(x.max()))
+        sample = self._values.sample_
         self.log_ = bool(self.spec.log) if self.spec.log is not None else self._low >= 0
-        t = self._log(self._values.sample_)
-        t_low, t_high = self._log(np.array([self._low, self._high]))  # the log is monotonic
-        if self.log_:
-            self.center_ = float(t_low)
-            spread = np.quantile(t, 0.99) - self.center_
-        else:
-            self.center_ = float(np.median(t))
-            spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
-        spread = spread if spread > 0 else t_high - t_low
-        self.scale_ = float(spread) if spread > 0 else 1.0
+        self.center_, self.scale_ = _scaling(sample, self._low, self._high, self.log_)
+        self.distance_ = None
+        if self.spec.log is None and _log_is_likelier(sample) != self.log_:
+            log = not self.log_
+            self.distance_ = (log, *_scaling(sample, self._low, self._high, log))
         self.range_ = [self._low, self._high]
         return self
 
@@ -253,8 +257,6 @@ class NumericEncoder(_ValueWithIndicator):
         if not self._values.seen_:
             raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
 
-    def _log(self, x: np.ndarray) -> np.ndarray:
-        return np.sign(x) * np.log1p(np.abs(x)) if self.log_ else x
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
         """Encode into `out`; returns the range excess of every value (0 where missing)."""
@@ -269,8 +271,7 @@ class NumericEncoder(_ValueWithIndicator):
                 problems.add(none, Problem.MISSING_REQUIRED, self.spec.name, values, "field '{field}' is required")
             problems.unreadable_values(bad, self.spec, values, "field '{field}': cannot read {value} as a number")
         x = np.where(finite, x, 0.0)
-        scaled = np.clip((self._log(x) - self.center_) / self.scale_, -INPUT_LIMIT, INPUT_LIMIT)
-        out[:, 0] = np.where(finite, scaled, 0.0)
+        out[:, 0] = np.where(finite, _scaled(x, self.log_, self.center_, self.scale_), 0.0)
         if not self.spec.required:
             out[:, 1] = ~finite
         return np.where(finite, self.range_excess(x), 0.0)
@@ -291,15 +292,58 @@ class NumericEncoder(_ValueWithIndicator):
 
     def expected(self, recon: np.ndarray) -> list[Any]:
         """Reconstructed values, kept inside the training range (a rate reads 1.0, never 1.03)."""
-        t = recon[:, 0].astype(np.float64) * self.scale_ + self.center_
-        x = np.clip(np.sign(t) * np.expm1(np.abs(t)) if self.log_ else t, *self.range_)
+        x = np.clip(_unscaled(recon[:, 0].astype(np.float64), self.log_, self.center_, self.scale_), *self.range_)
         return [round(float(v), 6) for v in x]
 
+    def distance_column(self, column: np.ndarray) -> np.ndarray:
+        """The encoded value `column` on the neighbour distance's scale (see the class docstring)."""
+        if self.distance_ is None:
+            return column
+        with np.errstate(over="ignore"):  # a clipped input far out maps to ±inf, clipped again
+            x = _unscaled(column.astype(np.float64), self.log_, self.center_, self.scale_)
+        return _scaled(x, *self.distance_)
+
     def state(self) -> dict[str, Any]:
-        return {"log": self.log_, "center": self.center_, "scale": self.scale_, "range": self.range_}
+        return {"log": self.log_, "center": self.center_, "scale": self.scale_, "range": self.range_,
+                "distance": self.distance_}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.log_, self.center_, self.scale_, self.range_ = state["log"], state["center"], state["scale"], state["range"]
+        distance = state.get("distance")  # bundles of earlier releases: one scale
+        self.distance_ = (bool(distance[0]), float(distance[1]), float(distance[2])) if distance else None
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _scaling(sample: np.ndarray, low: float, high: float, log: bool) -> tuple[float, float]:
+    """(center, scale) of a numeric field's inputs: see `NumericEncoder`."""
+    t = _signed_log(sample) if log else sample
+    t_low, t_high = _signed_log(np.array([low, high])) if log else (low, high)  # the log is monotonic
+    if log:
+        center = float(t_low)
+        spread = np.quantile(t, 0.99) - center
+    else:
+        center = float(np.median(t))
+        spread = np.subtract(*np.quantile(t, [0.99, 0.01]))
+    spread = spread if spread > 0 else t_high - t_low
+    return center, float(spread) if spread > 0 else 1.0
+
+
+def _scaled(x: np.ndarray, log: bool, center: float, scale: float) -> np.ndarray:
+    return np.clip(((_signed_log(x) if log else x) - center) / scale, -INPUT_LIMIT, INPUT_LIMIT)
+
+
+def _unscaled(t: np.ndarray, log: bool, center: float, scale: float) -> np.ndarray:
+    u = t * scale + center
+    return np.sign(u) * np.expm1(np.abs(u)) if log else u
+
+
+def _log_is_likelier(x: np.ndarray) -> bool:
+    """Whether the signed log of `x` looks likelier normal than `x` (Box-Cox's profile likelihood, λ 0 vs 1)."""
+    spread = lambda v: max(float(np.var(v)), 1e-300)  # noqa: E731
+    return -0.5 * np.log(spread(_signed_log(x))) - float(np.mean(np.log1p(np.abs(x)))) > -0.5 * np.log(spread(x))
 
 
 def _tokens(values: list[Any]) -> list[str | None]:
@@ -741,6 +785,18 @@ class Encoder:
                     if name not in self.unreadable_in_training_:
                         excess[row, column[name]] = max(excess[row, column[name]], 1.0)
         return Encoded(X, problems.invalid, event_times, problems.unreadable, excess)
+
+    def distance_inputs(self, X: np.ndarray) -> np.ndarray:
+        """Encoded records `X` with each numeric value on the neighbour distance's scale
+        (`NumericEncoder.distance_column`); `X` itself when every field has one scale."""
+        remapped = [(e, b.start) for e, b in zip(self.encoders_, self.blocks)
+                    if isinstance(e, NumericEncoder) and e.distance_ is not None]
+        if not remapped:
+            return X
+        X = np.array(X, dtype=np.float32)
+        for e, column in remapped:
+            X[:, column] = e.distance_column(X[:, column])
+        return X
 
     def state(self) -> dict[str, Any]:
         return {**{e.spec.name: e.state() for e in self.encoders_},

@@ -203,8 +203,8 @@ def _fit_models(encoder: Encoder, X_train: np.ndarray, X_validation: np.ndarray 
     history = _train(model, loss, torch.from_numpy(X_train), validation, config, verbose, epochs)
     neighbours = None
     if cfg.neighbours:
-        neighbours = NeighbourDistance(k=cfg.neighbours, seed=cfg.seed).fit(X_train, encoder.blocks,
-                                                                             encoder.column_weights())
+        neighbours = NeighbourDistance(k=cfg.neighbours, seed=cfg.seed).fit(
+            X_train, encoder.blocks, encoder.column_weights(), inputs=encoder.distance_inputs)
     return _Fitted(encoder, model, loss, neighbours, history)
 
 

@@ -30,6 +30,7 @@ apascal 0.839 → 0.846, the rest within 0.002).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,20 @@ class NeighbourDistance:
         self.max_reference = max_reference
         self.budget = budget
         self.seed = seed
+        self.inputs: Callable[[np.ndarray], np.ndarray] | None = None
 
-    def fit(self, X: np.ndarray, blocks: list[Block], column_weights: np.ndarray) -> NeighbourDistance:
-        """Keep a sample of the encoded training rows `X`, scaled so that plain squared distance is the weighted one."""
+    def fit(self, X: np.ndarray, blocks: list[Block], column_weights: np.ndarray,
+            inputs: Callable[[np.ndarray], np.ndarray] | None = None) -> NeighbourDistance:
+        """Keep a sample of the encoded training rows `X`, scaled so that plain squared distance is the weighted one.
+
+        `inputs` maps encoded rows onto the scale the distance is measured on (the encoder's
+        `Encoder.distance_inputs`), here and in `field_errors`; None: the encoded rows as they are.
+        """
         rows = min(len(X), self.max_reference, max(self.budget // max(X.shape[1], 1), self.k))
         keep = np.sort(np.random.default_rng(self.seed).choice(len(X), rows, replace=False))
-        self._set(X[keep] * _column_scale(blocks, column_weights), blocks, column_weights)
+        self.inputs = inputs
+        reference = inputs(X[keep]) if inputs else X[keep]
+        self._set(reference * _column_scale(blocks, column_weights), blocks, column_weights)
         return self
 
     def _set(self, reference: np.ndarray, blocks: list[Block], column_weights: np.ndarray) -> None:
@@ -85,7 +94,7 @@ class NeighbourDistance:
         `ignore` (a boolean per field) leaves fields out of the search and the distance: the
         nearest records are then the nearest in the other fields (retraining after one field shifted).
         """
-        X = torch.as_tensor(X, dtype=torch.float32)
+        X = torch.as_tensor(self.inputs(X) if self.inputs else X, dtype=torch.float32)
         k = min(self.k, len(self.reference_))
         scale, reference, norms, reference_t = self.scale_, self.reference_, self.reference_norms_, self._reference_t
         if ignore is not None and np.any(ignore):
@@ -109,8 +118,10 @@ class NeighbourDistance:
         return {"k": self.k, "reference": self.reference_}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], blocks: list[Block], column_weights: np.ndarray) -> NeighbourDistance:
+    def from_state(cls, state: dict[str, Any], blocks: list[Block], column_weights: np.ndarray,
+                   inputs: Callable[[np.ndarray], np.ndarray] | None = None) -> NeighbourDistance:
         nd = cls(k=int(state["k"]))
+        nd.inputs = inputs
         nd._set(state["reference"].numpy(), blocks, column_weights)
         return nd
 
