@@ -10,7 +10,9 @@ acknowledged by all in-sync replicas, batched for up to 5 ms.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, repeat
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.alerts import iso_time, key_bytes
-from monitor.service import kafka_security
+from monitor.service import kafka_security, stop_on_signals
 from monitor.transport import Producer
 from monitor.transport import client as kafka_client
 from trainer.config import Config, load_config
@@ -50,6 +52,11 @@ class Replayer:
         self.clock = clock
         self._time_field = config.timestamp_field
         self.sent = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop `send` after the record in hand (safe from a signal handler or another thread)."""
+        self._stopping = True
 
     def encode(self, record: dict[str, Any]) -> tuple[bytes | None, bytes]:
         """(key, value) of `record`, with its event time stamped if it has none."""
@@ -62,6 +69,8 @@ class Replayer:
         """Send `records` (paced by `rate`) and flush; returns how many were sent (also in `sent`)."""
         started, first = time.perf_counter(), self.sent
         for record in records:
+            if self._stopping:
+                break
             if self.rate is not None:
                 # Fixed schedule: record n leaves at n / rate, so short stalls are caught up.
                 delay = started + (self.sent - first) / self.rate - time.perf_counter()
@@ -78,7 +87,10 @@ def send_records(config: Config, records: Iterable[dict[str, Any]], *, topic: st
                  rate: float | None = None, client: str = "replay") -> Replayer:
     """Send `records` with a `Replayer` over a new producer (creating the topic if missing), then close.
 
-    Ctrl-C stops sending; what was sent by then is delivered.  Returns the replayer (its `sent`).
+    Ctrl-C or SIGTERM stops sending after the record in hand; what was sent by then is delivered.
+    (A signal handler asks the loop to stop rather than raising KeyboardInterrupt inside the
+    client library, which could leave its locks held and the final flush waiting for ever.)
+    Returns the replayer (its `sent`).
     `client` names the Kafka client: ``<kafka.client_id>-<client>``; the library is ``kafka.client``'s.
     """
     replayer = Replayer(config, topic=topic, rate=rate)
@@ -88,10 +100,10 @@ def send_records(config: Config, records: Iterable[dict[str, Any]], *, topic: st
     client_id = f"{k.client_id}-{client}"
     library.ensure_topics(k.bootstrap_servers, {replayer.topic: k.partitions}, client_id=client_id, **security)
     producer = library.producer(bootstrap_servers=k.bootstrap_servers, client_id=client_id, linger_ms=5, **security)
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers go
     try:
-        replayer.send(producer, iter(records))
-    except KeyboardInterrupt:
-        producer.flush()  # what was sent so far is delivered, then stop
+        with stop_on_signals(replayer.stop) if on_main_thread else contextlib.nullcontext():
+            replayer.send(producer, iter(records))
     finally:
         producer.close()
     return replayer

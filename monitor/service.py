@@ -501,7 +501,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """Call `stop` on SIGTERM and SIGINT (main thread only), restoring the previous handlers after."""
 
     def handler(signum: int, frame: object) -> None:
-        log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        log.info("%s: finishing the work in hand, then stopping", signal.Signals(signum).name)
         stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
