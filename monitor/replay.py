@@ -69,8 +69,6 @@ class Replayer:
         """Send `records` (paced by `rate`) and flush; returns how many were sent (also in `sent`)."""
         started, first = time.perf_counter(), self.sent
         for record in records:
-            if self._stopping:
-                break
             if self.rate is not None:
                 # Fixed schedule: record n leaves at n / rate, so short stalls are caught up.
                 delay = started + (self.sent - first) / self.rate - time.perf_counter()
@@ -79,6 +77,8 @@ class Replayer:
             key, value = self.encode(record)
             producer.produce(self.topic, value, key=key)
             self.sent += 1
+            if self._stopping:  # checked after sending, so that no record is taken from `records` and dropped
+                break
         producer.flush()
         return self.sent - first
 

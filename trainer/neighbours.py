@@ -10,8 +10,9 @@ is more anomalous, ≥ 0.
 The distance is the weighted squared distance of the encoded records: a numeric column counts
 with its squared-error weight, on the scale `Encoder.distance_inputs` gives it (the signed log
 or the value itself, whichever looks likelier normal in training), a categorical field 1 when
-the category differs (each one-hot slot weighs 1/2).  A record's distance is the mean over its ``k`` neighbours, so it splits into
-per-field parts that sum to it exactly, like the reconstruction error does.
+the category differs (each one-hot slot weighs 1/2).  A record's distance is the mean over its
+``k`` neighbours, so it splits into per-field parts that sum to it exactly, like the
+reconstruction error does.
 
 The reference is a seeded uniform sample of at most `max_reference` training rows, and fewer for
 wide inputs (`budget` floats in all): scoring costs one matrix product of the batch with the
