@@ -257,7 +257,6 @@ class NumericEncoder(_ValueWithIndicator):
         if not self._values.seen_:
             raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
 
-
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
         """Encode into `out`; returns the range excess of every value (0 where missing)."""
         x, bad = _to_float(values)  # unreadable values are NaN in `x`
