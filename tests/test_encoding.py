@@ -175,6 +175,20 @@ def test_every_finite_number_is_encoded_and_out_of_range_values_have_a_range_exc
     assert (out.excess[5:] > 1).all()
 
 
+def test_a_signed_field_takes_the_signed_log_centred_on_its_median():
+    rng = np.random.default_rng(0)
+    values = np.round(rng.standard_t(2, size=401) * 50, 3)  # heavy tails on both sides (odd: one median)
+    enc = Encoder([FieldSpec("s", "numeric")]).fit([{"s": float(v)} for v in values])
+    numeric = enc.encoder_for("s")
+    assert numeric.log_ and numeric.distance_ is None  # Box-Cox only weighs powers of positive values
+    column = enc.transform([{"s": float(np.median(values))}, {"s": 5000.0}, {"s": -5000.0}]).X[:, 0]
+    assert column[0] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < column[1] < 5 and -5 < column[2] < 0  # log-compressed tails, either side
+    assert numeric.unscaled(column.astype(np.float64)).tolist() == pytest.approx([np.median(values), 5000, -5000])
+    linear = Encoder([FieldSpec("s", "numeric", log=False)]).fit([{"s": float(v)} for v in values])
+    assert abs(linear.transform([{"s": 5000.0}]).X[0, 0]) > 5 * column[1]  # log: false keeps it linear
+
+
 def test_a_constant_training_field_makes_any_other_value_a_whole_range_out():
     enc = Encoder([FieldSpec("flag", "numeric")]).fit([{"flag": 0}] * 30)
     assert enc.transform([{"flag": 0}, {"flag": 1}, {"flag": 0.001}]).excess[:, 0].tolist() == [0.0, 1.0, 1.0]

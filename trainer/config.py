@@ -51,7 +51,7 @@ class FieldSpec:
     required: bool = False
     size: int | None = None  # vector length
     cyclic: bool = True  # timestamp: hour-of-day and day-of-week features
-    log: bool | None = None  # numeric: log1p before scaling; None = decide from the data
+    log: bool | None = None  # numeric: signed log1p before scaling; None = yes, the distance scale from the data
     max_categories: int | None = None  # categorical: override of encoding.max_categories
     min_count: int | None = None  # categorical: override of encoding.min_count
 

@@ -378,8 +378,8 @@ def drift_report(encoder: Encoder, reference: Reference, chunks: Iterable[list[d
 def _raw(encoder: Encoder, name: str, ref: NumericReference, residual: float) -> float:
     """A de-seasonalised encoded value in the field's own units, at the day's average baseline."""
     e = encoder.encoder_for(name)
-    t = (residual + float(ref.mean[0])) * getattr(e, "scale_", 1.0) + getattr(e, "center_", 0.0)
-    return round(float(np.expm1(t) if getattr(e, "log_", False) else t), 6)
+    t = residual + float(ref.mean[0])
+    return round(float(e.unscaled(np.array([t]))[0]) if hasattr(e, "unscaled") else t, 6)
 
 
 def format_report(report: dict[str, Any]) -> str:
