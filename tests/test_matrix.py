@@ -54,7 +54,7 @@ def test_the_encoder_fitted_chunk_by_chunk_is_the_encoder_fitted_at_once():
     streamed = Encoder(FIELDS)
     for start in range(0, len(data), 170):
         streamed.partial_fit(data[start : start + 170])
-    assert streamed.check_fitted().state() == Encoder(FIELDS).fit(data).state()
+    assert streamed.finish().state() == Encoder(FIELDS).fit(data).state()
     assert streamed.unreadable_in_training_ == {"i", "c", "v"}
 
 

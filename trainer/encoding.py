@@ -167,9 +167,11 @@ def _to_float(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 class _FieldEncoder:
     """Shared by every field encoder: fitted chunk by chunk with `partial_fit`, on statistics only.
 
-    `partial_fit` adds a chunk of training values to the statistics and updates the learned state
-    from all of them; `fit` starts afresh.  `unreadable_` says whether training held values that
-    cannot be read as the field's type.
+    `partial_fit` adds a chunk of training values to the statistics; `finish` then settles the
+    learned state from all of them, once (settling after every chunk re-read a sample that grows
+    to 1M values: 0.5 s per numeric field over 1M training values in `TrainingSample`'s chunks,
+    against 0.05 s); `fit` starts afresh and does both.  `unreadable_` says whether training held
+    values that cannot be read as the field's type.
     """
 
     def __init__(self, spec: FieldSpec):
@@ -182,11 +184,11 @@ class _FieldEncoder:
     def fit(self, values: list[Any]) -> _FieldEncoder:
         self._reset()
         self.partial_fit(values)
-        self.check_fitted()
+        self.finish()
         return self
 
-    def check_fitted(self) -> None:
-        """Raise `EncodingError` if training held nothing to fit this field on (most fields need nothing)."""
+    def finish(self) -> None:
+        """Settle the learned state; raise `EncodingError` if training held nothing to fit this field on."""
 
 
 class _SquaredFieldEncoder(_FieldEncoder):
@@ -249,6 +251,11 @@ class NumericEncoder(_ValueWithIndicator):
             return self
         self._values.add(x)
         self._low, self._high = min(self._low, float(x.min())), max(self._high, float(x.max()))
+        return self
+
+    def finish(self) -> None:
+        if not self._values.seen_:
+            raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
         sample = self._values.sample_
         self.log_ = bool(self.spec.log) if self.spec.log is not None else True
         self.center_, self.scale_ = _scaling(sample, self._low, self._high, self.log_)
@@ -256,11 +263,6 @@ class NumericEncoder(_ValueWithIndicator):
         if self.spec.log is None and self._low >= 0 and not _log_is_likelier(sample):
             self.distance_ = (False, *_scaling(sample, self._low, self._high, False))
         self.range_ = [self._low, self._high]
-        return self
-
-    def check_fitted(self) -> None:
-        if not self._values.seen_:
-            raise EncodingError(f"encoding: numeric field '{self.spec.name}' has no numeric value in the training data")
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
         """Encode into `out`; returns the range excess of every value (0 where missing)."""
@@ -419,12 +421,14 @@ class CategoricalEncoder(_FieldEncoder):
         tokens = _tokens(values)
         self.unreadable_ |= None in tokens
         self._counts.update(t for t in tokens if t is not None)
+        return self
+
+    def finish(self) -> None:
         # The most frequent first, ties in token order.
         frequent = ((-n, c) for c, n in self._counts.items() if n >= self.min_count)
         self.categories_ = [c for _, c in heapq.nsmallest(self.max_categories, frequent)]
         self._index = {c: i for i, c in enumerate(self.categories_)}
         self.other_seen_ = len(self.categories_) < len(self._counts)
-        return self
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> np.ndarray:
         """Encode into `out`; returns the range excess of every value (see the class docstring)."""
@@ -495,8 +499,10 @@ class BooleanEncoder(_ValueWithIndicator):
         seen = ~(missing | bad)
         self._true += int(is_true[seen].sum())
         self._seen += int(seen.sum())
-        self.impute_ = float(self._true / self._seen >= 0.5) if self._seen else 0.0
         return self
+
+    def finish(self) -> None:
+        self.impute_ = float(self._true / self._seen >= 0.5) if self._seen else 0.0
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         is_true, missing, bad = self._read(values)
@@ -572,13 +578,13 @@ class VectorEncoder(_SquaredFieldEncoder):
         if finite.size == 0:
             return self
         self._low, self._high = min(self._low, float(finite.min())), max(self._high, float(finite.max()))
-        self.low_ = self._low
-        self.scale_ = self._high - self._low if self._high > self._low else 1.0
         return self
 
-    def check_fitted(self) -> None:
+    def finish(self) -> None:
         if self._low > self._high:
             raise EncodingError(f"encoding: vector field '{self.spec.name}' has no valid value in the training data")
+        self.low_ = self._low
+        self.scale_ = self._high - self._low if self._high > self._low else 1.0
 
     def transform(self, values: list[Any], out: np.ndarray, problems: _Problems, strict: bool) -> None:
         x, none, bad = self._read(values)
@@ -741,35 +747,36 @@ class Encoder:
         return np.concatenate([e.column_weights() for e in self.encoders_])
 
     def fit(self, records: list[dict[str, Any]]) -> Encoder:
-        """Fit on `records` at once; for a stream, `partial_fit` chunk by chunk, then `check_fitted`."""
+        """Fit on `records` at once; for a stream, `partial_fit` chunk by chunk, then `finish`."""
         self._reset()
-        return self.partial_fit(records).check_fitted()
+        return self.partial_fit(records).finish()
 
     def partial_fit(self, records: list[dict[str, Any]]) -> Encoder:
-        """Add a chunk of training records: every field's state then covers all the chunks so far.
+        """Add a chunk of training records to every field's statistics (`finish` settles the state).
 
         >>> from trainer.config import FieldSpec
         >>> chunks = [[{"n": 1, "c": "a"}, {"n": 5, "c": "a"}], [{"n": "lots", "c": "b"}, {"n": 3, "c": "b"}]]
         >>> streamed = Encoder([FieldSpec("n", "numeric"), FieldSpec("c", "categorical")])
         >>> for chunk in chunks:
         ...     _ = streamed.partial_fit(chunk)
-        >>> streamed.check_fitted().state() == Encoder(streamed.fields).fit(chunks[0] + chunks[1]).state()
+        >>> streamed.finish().state() == Encoder(streamed.fields).fit(chunks[0] + chunks[1]).state()
         True
         >>> sorted(streamed.unreadable_in_training_)
         ['n']
         """
         for e in self.encoders_:
             e.partial_fit([r.get(e.spec.name) for r in records])
+        return self
+
+    def finish(self) -> Encoder:
+        """Settle every field's learned state from the chunks so far; raise `EncodingError` for a
+        field the training records gave nothing to fit on."""
+        for e in self.encoders_:
+            e.finish()
         # Fields whose training data already held unreadable values: there, one is not news.  (A
         # required field's unreadable value makes the record invalid instead.)
         self.unreadable_in_training_ = frozenset(e.spec.name for e in self.encoders_
                                                  if e.unreadable_ and not e.spec.required)
-        return self
-
-    def check_fitted(self) -> Encoder:
-        """Raise `EncodingError` for a field the training records gave nothing to fit on."""
-        for e in self.encoders_:
-            e.check_fitted()
         return self
 
     def transform(self, records: list[dict[str, Any]], strict: bool = False) -> Encoded:

@@ -105,7 +105,7 @@ class TrainingSample:
             sampled = f" of {rows.seen_} (model.max_records)" if len(kept) < rows.seen_ else ""
             raise EncodingError(f"training: {len(kept)}{sampled} records are too few "
                                 f"(need at least {MIN_SPLIT} per split)")
-        self.encoder_.check_fitted()
+        self.encoder_.finish()
         return rows
 
     def _encode(self, records: Iterable[dict[str, Any]], rows: Reservoir) -> None:
