@@ -7,8 +7,10 @@ The current bundle scores every record, and only the records it scores below its
 kept (anomalies are not learnt as normal), with the contributions of the ``--ignore-field``
 fields left out of that score: after a shift in those fields most records score high *because*
 of the shift, which is what the new version must learn.  The kept records train and calibrate a
-new version under ``models/NAME/versions/``; CURRENT switches atomically (temporary name, fsync,
-rename: `trainer.bundle.set_current`), and all but the newest ``retrain.keep_versions`` are deleted.
+new version under ``models/NAME/versions/`` (fewer than ``retrain.cross_fit_below``: calibrated
+by cross-fitting, since a window that small leaves too few held-out scores above the threshold);
+CURRENT switches atomically (temporary name, fsync, rename: `trainer.bundle.set_current`), and all
+but the newest ``retrain.keep_versions`` are deleted.
 
 On the embedded test broker ``offsets_for_times`` answers with the current time, and end offsets
 are approximate: there, pass offset windows (``--from-offset``/``--to-offset``).
@@ -28,7 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -185,7 +187,8 @@ def retrain(config: Config, model_dir: str | Path, window: Window, *, ignore_fie
     records = kept_records(current, read_window(config, window, verbose=verbose), ignore_fields, counts)
     # A generator: fit reads it once, keeping at most model.max_records of it (reading the topic
     # twice would score it twice), and the whole window is read before training starts.
-    bundle = fit(_enough(records, counts, config, current.version, verbose), config, verbose=verbose)
+    bundle = fit(_enough(records, counts, config, current.version, verbose), retraining_config(config),
+                 verbose=verbose)
     bundle.training["retrained_from"] = {"model_version": current.version, "counts": dict(counts),
                                          "ignore_fields": list(ignore_fields),
                                          "window": {"start": window.start, "end": window.end,
@@ -195,6 +198,13 @@ def retrain(config: Config, model_dir: str | Path, window: Window, *, ignore_fie
     prune_versions(model_dir, config.retrain.keep_versions)
     progress_log(f"wrote {target} (threshold {bundle.threshold.value:.6g}); CURRENT is {bundle.version}", verbose)
     return bundle
+
+
+def retraining_config(config: Config) -> Config:
+    """`config` with ``model.cross_fit_below`` raised to ``retrain.cross_fit_below``: a window that small
+    is calibrated on out-of-fold scores of all its records (see `trainer.config.RetrainConfig`)."""
+    below = max(config.model.cross_fit_below, config.retrain.cross_fit_below)
+    return replace(config, model=replace(config.model, cross_fit_below=below))
 
 
 def _enough(records: Iterable[dict[str, Any]], counts: Counter[str], config: Config, version: str,

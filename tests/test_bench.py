@@ -61,3 +61,12 @@ def test_bench_suite_prints_every_figure_beside_its_baseline_and_writes_them(tmp
         assert what in stdout
     assert all(row["baseline"] for row in results["table"])
     assert results["score_path"]["rates"]["0.2"]["alert_rate"] == 0.2
+
+
+def test_the_retrain_calibration_benchmark_prints_both_calibrations():
+    bench = subprocess.run([sys.executable, "bench/retrain_calibration.py", "--windows", "1", "--records", "2000"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert re.search(r"window 0: held-out split \d+\.\d{3}% \(held-out split, [\d.]+ s\); "
+                     r"cross-fitted \d+\.\d{3}% \(cross-fitted \(5 folds\), [\d.]+ s\)", bench.stdout), bench.stdout
+    assert len(re.findall(r"false-alarm rate mean \d+\.\d{3}%", bench.stdout)) == 2, bench.stdout

@@ -17,7 +17,7 @@ from test_drift import SHIFT, shifted_latency, traffic
 from test_lifecycle import saved_copy
 
 from monitor.cli import main
-from monitor.retrain import AutoRetrainer, RetrainError, Window, retrain
+from monitor.retrain import AutoRetrainer, RetrainError, Window, retrain, retraining_config
 from monitor.service import Monitor
 from monitor.transport import ensure_topics
 from trainer.bundle import Bundle
@@ -57,6 +57,9 @@ def test_retraining_after_a_shift_brings_the_false_alarm_rate_back(shifted_topic
     assert Bundle.load(model_dir).version == new.version != old.version
     counts = new.training["retrained_from"]["counts"]
     assert counts["read"] == TOTAL - SHIFT and counts["kept"] >= 0.9 * counts["read"]
+    # Fewer kept records than retrain.cross_fit_below (50,000): calibrated on out-of-fold scores of all.
+    assert new.training["calibration"] == "cross-fitted (5 folds)"
+    assert new.training["split"]["calibration"] == counts["kept"]
     # Fresh post-shift normal traffic, never in the topic: a later stretch of the same site.
     later = shifted_latency(slow_traffic(TOTAL + 20_000))[TOTAL:]
     target = config.threshold.target_rate
@@ -65,6 +68,15 @@ def test_retraining_after_a_shift_brings_the_false_alarm_rate_back(shifted_topic
           f"old version {old_rate:.2%}, retrained version {new_rate:.2%}")
     assert new_rate <= 2 * target
     assert old_rate >= 5 * target
+
+
+def test_retraining_cross_fits_below_its_own_limit_and_never_lowers_the_models():
+    config = config_from_dict({"fields": {"x": "numeric"}, "retrain": {"cross_fit_below": 40_000}}, environ={})
+    assert retraining_config(config).model.cross_fit_below == 40_000
+    assert config.model.cross_fit_below == 1000  # anomon train's own setting is left as it was
+    larger = config_from_dict({"fields": {"x": "numeric"}, "model": {"cross_fit_below": 90_000},
+                               "retrain": {"cross_fit_below": 40_000}}, environ={})
+    assert retraining_config(larger).model.cross_fit_below == 90_000
 
 
 def test_retrain_refuses_a_window_with_too_few_records(shifted_topic, tmp_path):

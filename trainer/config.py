@@ -201,6 +201,11 @@ class RetrainConfig:
 
     mode: Literal["manual", "auto"] = "manual"
     min_records: int = 20_000  # records after the drift to train on
+    # Fewer kept records: calibrate on out-of-fold scores of all of them rather than a 10% split.
+    # At the default target rate of 0.001, 10% of 20,000 records expect 2 scores above the
+    # threshold, too few to place it: on 10,000-event windows of demo traffic the held-out split
+    # gave false-alarm rates of 0.01-0.72% (mean 0.34%), cross-fitting 0.01-0.11% (mean 0.06%).
+    cross_fit_below: int = 50_000
     cooldown_s: float = 3600.0  # at least this long between automatic retrainings
     keep_versions: int = 5  # versions kept under models/NAME/versions (CURRENT always is)
 
@@ -491,6 +496,7 @@ def _check_ranges(config: Config) -> None:
          "drift.fields.*.window", "at least 1"),
         (config.drift.cooldown_windows >= 0, "drift.cooldown_windows", "at least 0"),
         (config.retrain.min_records >= 10, "retrain.min_records", "at least 10"),
+        (config.retrain.cross_fit_below >= 0, "retrain.cross_fit_below", "0 or more"),
         (config.retrain.keep_versions >= 1, "retrain.keep_versions", "at least 1"),
     ]
     unknown = sorted(set(config.drift.fields) - {f.name for f in config.fields})
