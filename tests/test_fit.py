@@ -1,6 +1,8 @@
 """Fitting: cross-fitted calibration from 30 records, the held-out split above `model.cross_fit_below`,
 determinism, and the score's exact decomposition by field and by component."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -38,6 +40,16 @@ def test_thirty_records_train_and_calibrate_by_cross_fitting(small, capsys):
 def test_cross_fitting_is_logged(capsys):
     fit(TrafficGenerator(seed=3).generate(40), config(epochs=2), verbose=True)
     assert "calibrated on out-of-fold scores of 5 folds" in capsys.readouterr().err
+
+
+def test_too_few_calibration_scores_for_the_target_rate_are_logged(capsys):
+    records = TrafficGenerator(seed=3).generate(60)
+    fit(records, config(epochs=2), verbose=True)  # up to 60 scores at target_rate 0.001: 0.06 expected above
+    assert re.search(r"threshold: \d\d calibration scores expect 0\.0\d+ above the threshold at target_rate 0\.001, "
+                     r"so the false-alarm rate will vary", capsys.readouterr().err)
+    fit(records, config_from_dict({**CONFIG, "model": {"epochs": 2}, "threshold": {"target_rate": 0.2}}, environ={}),
+        verbose=True)
+    assert "calibration scores expect" not in capsys.readouterr().err
 
 
 def test_fewer_than_thirty_records_is_a_one_line_error():

@@ -57,6 +57,9 @@ from trainer.threshold import calibrate
 
 #: Fewest records a bundle trains and calibrates on (cross-fitted: 6 per fold).
 MIN_RECORDS = 30
+#: Fewest calibration scores expected above a quantile threshold without a warning: the count above
+#: it is about Poisson, so below 10 the false-alarm rate varies by a third or more between trainings.
+MIN_EXPECTED_ABOVE = 10
 
 
 @dataclass
@@ -93,6 +96,11 @@ def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True)
     t = config.threshold
     threshold = calibrate(range_adjusted(weighted, excess.sum(axis=1)), t.method, t.target_rate, t.margin,
                           t.tail_fraction)
+    expected = threshold.calibration["n"] * t.target_rate
+    if t.method == "quantile" and expected < MIN_EXPECTED_ABOVE:
+        log(f"threshold: {threshold.calibration['n']:,} calibration scores expect {expected:.2g} above the "
+            f"threshold at target_rate {t.target_rate:g}, so the false-alarm rate will vary between trainings "
+            f"(more records, or model.cross_fit_below to calibrate on all of them)", verbose)
     # What drift detection compares live traffic with (trainer.drift): every valid record, and the
     # held-out records' scores as `Bundle.score` gives them, range excess included (training
     # records' scores are lower, and not by the same amount at every hour).
