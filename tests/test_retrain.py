@@ -66,7 +66,9 @@ def test_retraining_after_a_shift_brings_the_false_alarm_rate_back(shifted_topic
     old_rate, new_rate = false_alarm_rate(old, later), false_alarm_rate(new, later)
     print(f"\nfalse-alarm rate on post-shift normal traffic (target {target:.2%}): "
           f"old version {old_rate:.2%}, retrained version {new_rate:.2%}")
-    assert new_rate <= 2 * target
+    # Cross-fitted in stretches of time: with random folds (each record's neighbours minutes away
+    # in the training folds) this was 1.77%.
+    assert new_rate <= target
     assert old_rate >= 5 * target
 
 

@@ -204,7 +204,7 @@ class RetrainConfig:
     # Fewer kept records: calibrate on out-of-fold scores of all of them rather than a 10% split.
     # At the default target rate of 0.001, 10% of 20,000 records expect 2 scores above the
     # threshold, too few to place it: on 10,000-event windows of demo traffic the held-out split
-    # gave false-alarm rates of 0.01-0.72% (mean 0.34%), cross-fitting 0.01-0.11% (mean 0.06%).
+    # gave false-alarm rates of 0.01-0.72% (mean 0.34%), cross-fitting 0.00-0.10% (mean 0.05%).
     cross_fit_below: int = 50_000
     cooldown_s: float = 3600.0  # at least this long between automatic retrainings
     keep_versions: int = 5  # versions kept under models/NAME/versions (CURRENT always is)
