@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from monitor.demo import SHIFT_FACTOR, demo_config  # noqa: E402
+from monitor.demo import demo_config, scripted_shift  # noqa: E402
 from monitor.retrain import retraining_config  # noqa: E402
 from monitor.traffic import TrafficGenerator  # noqa: E402
 from trainer.fit import fit  # noqa: E402
@@ -36,9 +36,7 @@ RATE = 500  # events/s, the demo's: a window spans seconds of one hour of the da
 def shifted_traffic(seed: int, n: int) -> list[dict]:
     events = TrafficGenerator(seed=seed, anomaly_rate=0.0, start=datetime(2026, 12, 3, 15, tzinfo=timezone.utc),
                               events_per_hour=RATE * 3600).generate(n)
-    for event in events:
-        event["latency_ms"] = round(event["latency_ms"] * SHIFT_FACTOR, 1)
-    return events
+    return [scripted_shift(event) for event in events]
 
 
 def main() -> None:

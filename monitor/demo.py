@@ -51,7 +51,7 @@ from trainer.config import Config, load_config
 from trainer.fit import fit
 from trainer.scoring import short_value
 
-__all__ = ["DEMO_CONFIG", "HISTORY_START", "SITE_SEED", "TRAINING_EVENTS", "demo_config", "run_demo"]
+__all__ = ["DEMO_CONFIG", "HISTORY_START", "SITE_SEED", "TRAINING_EVENTS", "demo_config", "run_demo", "scripted_shift"]
 
 TRAINING_EVENTS = 40_000
 ANOMALY_RATE = 0.01
@@ -141,6 +141,12 @@ class TopicWatcher(threading.Thread):
         return new
 
 
+def scripted_shift(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` after the scripted shift (a bad deploy): its request `SHIFT_FACTOR` times slower."""
+    event["latency_ms"] = round(event["latency_ms"] * SHIFT_FACTOR, 1)
+    return event
+
+
 def live_traffic(scoreboard: Scoreboard, stop: threading.Event, rate: float,
                  shifted: threading.Event | None = None) -> Iterator[dict[str, Any]]:
     """Live traffic for sending at `rate` events/s, until `stop`; each event is counted as sent.
@@ -151,7 +157,7 @@ def live_traffic(scoreboard: Scoreboard, stop: threading.Event, rate: float,
         if stop.is_set():
             return
         if shifted is not None and shifted.is_set():
-            event["latency_ms"] = round(event["latency_ms"] * SHIFT_FACTOR, 1)
+            scripted_shift(event)
         scoreboard.count_sent(event["label"])
         yield event
 
