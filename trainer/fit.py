@@ -92,7 +92,7 @@ def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True)
         else:
             fitted, calibration, inputs, training = _held_out(records, config, verbose)
     reconstruction, distance, excess = calibration
-    weights = ScoreWeights.from_medians(reconstruction, distance)
+    weights = ScoreWeights.from_medians(reconstruction, distance, len(fitted.encoder.blocks))
     weighted = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
     t = config.threshold
     threshold = calibrate(range_adjusted(weighted, excess.sum(axis=1)), t.method, t.target_rate, t.margin,
