@@ -57,7 +57,8 @@ class ScoredBatch:
 
     A score is the record's anomaly score: higher is more anomalous, ≥ 0, in units of the
     typical normal record (each component divided by its median on held-out normal records:
-    reconstruction error, neighbour distance, plus threshold × range excess; see `Bundle.score`);
+    reconstruction error, neighbour distance times `neighbour_emphasis`, plus threshold × range
+    excess; see `Bundle.score`);
     it alerts at ``bundle.threshold.value``.  `contributions` holds each field's part (n,
     fields): a row sums to the record's score; `components` (n, 3) the parts by component, in
     `COMPONENTS` order, which also sum to the score.  Records in `invalid` (reason, detail) are
