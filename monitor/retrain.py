@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from monitor.alerts import iso_time
 from monitor.lifecycle import prune_versions
 from monitor.pipeline import BatchResult
 from monitor.service import Monitor, check_fields, kafka_security
+from monitor.transport import TopicReader, client
 from trainer.bundle import Bundle
 from trainer.config import Config
 from trainer.drift import SCORE
@@ -88,61 +88,49 @@ def parse_offsets(values: Sequence[str] | None) -> dict[int, int]:
 
 
 def read_window(config: Config, window: Window, *, verbose: bool = True) -> Iterator[bytes | None]:
-    """The values of the input topic's records in `window`, partition by partition, with a progress bar."""
+    """The values of the input topic's records in `window`, partition by partition, with a progress bar.
+
+    Read with the configured client library (``kafka.client``), outside the monitor's group.
+    """
     k = config.kafka
-    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, client_id=f"{k.client_id}-retrain",
-                             enable_auto_commit=False, fetch_max_wait_ms=100, **kafka_security(k))
+    reader = client(k.client).reader(bootstrap_servers=k.bootstrap_servers, client_id=f"{k.client_id}-retrain",
+                                     max_records=CHUNK, **kafka_security(k))
     try:
-        partitions = consumer.partitions_for_topic(k.input_topic)
+        partitions = reader.partitions(k.input_topic)
         if not partitions:
             raise RetrainError(f"retrain: topic {k.input_topic} does not exist")
         unknown = sorted((set(window.start) | set(window.end)) - partitions)
         if unknown:
             raise RetrainError(f"retrain: topic {k.input_topic} has no partition {unknown[0]}")
-        tps = [TopicPartition(k.input_topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        first, last = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
-        starts = _at_time(consumer, tps, window.since, last) if window.since else first
-        ends = _at_time(consumer, tps, window.until, last) if window.until else last
-        bounds = {tp.partition: (window.start.get(tp.partition, starts[tp]), window.end.get(tp.partition, ends[tp]))
-                  for tp in tps}
+        held = reader.offsets(k.input_topic, partitions)
+        starts = _at_time(reader, k.input_topic, held, window.since) if window.since else {
+            p: first for p, (first, _) in held.items()}
+        ends = _at_time(reader, k.input_topic, held, window.until) if window.until else {
+            p: last for p, (_, last) in held.items()}
+        bounds = {p: (window.start.get(p, starts[p]), window.end.get(p, ends[p])) for p in sorted(partitions)}
         total = sum(max(0, end - start) for start, end in bounds.values())
         bar = progress(None, total=total, desc="reading the topic", unit="rec", enabled=verbose)
         try:
-            for tp in tps:
-                start, end = bounds[tp.partition]
-                if end > start:
-                    yield from _read_partition(consumer, tp, start, end, bar)
+            for partition, (start, end) in bounds.items():
+                if end <= start:
+                    continue
+                position = start
+                for message in reader.read(k.input_topic, partition, start, end, idle_timeout_s=IDLE_TIMEOUT_S):
+                    position = message.offset + 1
+                    bar.update(1)
+                    yield message.value
+                if position < end:
+                    log.warning("retrain: partition %d ended at offset %d, before %d", partition, position, end)
         finally:
             bar.close()
     finally:
-        consumer.close()
+        reader.close()
 
 
-def _at_time(consumer: KafkaConsumer, tps: list[TopicPartition], when: datetime,
-             last: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-    found = consumer.offsets_for_times({tp: int(when.timestamp() * 1000) for tp in tps})
-    return {tp: found[tp].offset if found.get(tp) is not None else last[tp] for tp in tps}
-
-
-def _read_partition(consumer: KafkaConsumer, tp: TopicPartition, start: int, end: int, bar: Any) -> Iterator[bytes]:
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    position, idle_since = start, time.monotonic()
-    while position < end:
-        batch = consumer.poll(timeout_ms=500, max_records=CHUNK).get(tp, [])
-        if not batch:
-            if time.monotonic() - idle_since > IDLE_TIMEOUT_S:
-                log.warning("retrain: partition %d ended at offset %d, before %d", tp.partition, position, end)
-                return
-            continue
-        idle_since = time.monotonic()
-        for record in batch:
-            if record.offset >= end:
-                return
-            position = record.offset + 1
-            bar.update(1)
-            yield record.value
+def _at_time(reader: TopicReader, topic: str, held: dict[int, tuple[int, int]], when: datetime) -> dict[int, int]:
+    """Per partition, the first offset at or after `when`; past the end where no record is that late."""
+    found = reader.offsets_at(topic, held, int(when.timestamp() * 1000))
+    return {p: found[p] if found.get(p) is not None else last for p, (_, last) in held.items()}
 
 
 def kept_records(bundle: Bundle, values: Iterable[bytes | None], ignore: Sequence[str],

@@ -91,8 +91,8 @@ def test_retrain_refuses_a_window_with_too_few_records(shifted_topic, tmp_path):
         retrain(config, tmp_path, window, ignore_fields=["nope"], verbose=False)
 
 
-def test_the_retrain_command_reads_an_offset_window(shifted_topic, tmp_path, capsys):
-    path = write_config(tmp_path, shifted_topic)
+def test_the_retrain_command_reads_an_offset_window(shifted_topic, client_name, tmp_path, capsys):
+    path = write_config(tmp_path, {**shifted_topic, "kafka": {**shifted_topic["kafka"], "client": client_name}})
     old = saved_copy(traffic_bundle(), tmp_path / "models")
     status = main(["retrain", "--config", str(path), "--model-dir", str(tmp_path / "models"), "--quiet",
                    "--from-offset", f"0:{SHIFT // 2}", "--from-offset", f"1:{SHIFT // 2}",

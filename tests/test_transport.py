@@ -34,6 +34,7 @@ from monitor.transport import (
     Message,
     Producer,
     Record,
+    TopicReader,
     Transport,
     TransportUnavailable,
     client,
@@ -311,6 +312,31 @@ def test_producer_alone_delivers_and_reports_nothing_pending(kafka_client, kafka
         messages = read_until(transport, 3000, idle_s=0.3)
 
     assert [m.value for m in messages] == [b"%d" % i for i in range(3000)]
+
+
+# -- reading a window (retraining) ------------------------------------------------
+
+
+def test_a_reader_reads_a_partition_between_two_offsets(kafka_client, kafka_broker, unique_topic):
+    topic, missing = unique_topic("window"), unique_topic("missing")
+    kafka_client.ensure_topics(kafka_broker.bootstrap_servers, {topic: 2})
+    produce(kafka_broker, topic, [f"k{i}" for i in range(40)], partitions=2)  # k0, k2, ... on partition 0
+
+    with kafka_client.reader(bootstrap_servers=kafka_broker.bootstrap_servers, max_records=7) as reader:
+        assert isinstance(reader, TopicReader)
+        assert reader.partitions(topic) == {0, 1}
+        assert reader.partitions(missing) == set()
+        assert {p: first for p, (first, _) in reader.offsets(topic, {0, 1}).items()} == {0: 0, 1: 0}
+        window = list(reader.read(topic, 0, 3, 15))
+        assert [(m.partition, m.offset) for m in window] == [(0, offset) for offset in range(3, 15)]
+        assert keys_of(window) == [f"k{2 * offset}" for offset in range(3, 15)]
+        # Past the records there are: what there is, once the partition is idle.
+        assert [m.offset for m in reader.read(topic, 1, 18, 25, idle_timeout_s=1.0)] == [18, 19]
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    try:
+        assert missing not in consumer.topics()  # asking after a topic did not create it
+    finally:
+        consumer.close()
 
 
 def test_every_security_setting_has_a_librdkafka_name():

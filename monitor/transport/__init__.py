@@ -29,13 +29,15 @@ from monitor.transport.base import (
     Producer,
     Record,
     Refused,
+    TopicReader,
     Transport,
     TransportError,
     TransportUnavailable,
     next_offsets,
+    read_between,
     security_settings,
 )
-from monitor.transport.kafka_python import KafkaPythonProducer, KafkaPythonTransport, ensure_topics
+from monitor.transport.kafka_python import KafkaPythonProducer, KafkaPythonReader, KafkaPythonTransport, ensure_topics
 
 __all__ = [
     "CLIENTS",
@@ -45,10 +47,13 @@ __all__ = [
     "Record",
     "Producer",
     "Transport",
+    "TopicReader",
     "KafkaPythonTransport",
     "KafkaPythonProducer",
+    "KafkaPythonReader",
     "ensure_topics",
     "next_offsets",
+    "read_between",
     "security_settings",
     "TransportError",
     "TransportUnavailable",

@@ -23,7 +23,7 @@ the loop catches and retries with backoff.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from trainer.errors import AnomonError
 
@@ -35,8 +35,10 @@ __all__ = [
     "Record",
     "Producer",
     "Transport",
+    "TopicReader",
     "Client",
     "next_offsets",
+    "read_between",
     "security_settings",
     "TransportError",
     "TransportUnavailable",
@@ -215,17 +217,48 @@ class Transport(Producer, Protocol):
         ...
 
 
+@runtime_checkable
+class TopicReader(Protocol):
+    """Reads a topic's partitions between offsets, outside any consumer group (retraining's window).
+
+    Commits nothing and joins no group, so reading never moves the monitor's offsets.
+    """
+
+    def partitions(self, topic: str) -> set[int]:
+        """The topic's partition numbers; empty when there is no such topic."""
+        ...
+
+    def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """Per partition: (first offset held, offset after the last)."""
+        ...
+
+    def offsets_at(self, topic: str, partitions: Iterable[int], timestamp_ms: int) -> dict[int, int | None]:
+        """Per partition: the first offset whose record time is at or after ``timestamp_ms``; None if none is."""
+        ...
+
+    def read(self, topic: str, partition: int, start: int, end: int, *, idle_timeout_s: float = 10.0) -> Iterator[Message]:
+        """The partition's records from offset ``start`` up to ``end`` (exclusive), in offset order.
+
+        Stops early when no record arrives for ``idle_timeout_s`` (the partition ended sooner).
+        """
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 class Client(NamedTuple):
     """One client library behind the seam (``kafka.client`` in the config names it).
 
     Each takes the same keyword arguments whatever the library: see `KafkaPythonTransport`,
-    `KafkaPythonProducer` and `ensure_topics` in `monitor.transport.kafka_python`.
+    `KafkaPythonProducer`, `KafkaPythonReader` and `ensure_topics` in `monitor.transport.kafka_python`.
     """
 
     name: str
     transport: Callable[..., Transport]
     producer: Callable[..., Producer]
     ensure_topics: Callable[..., set[str]]
+    reader: Callable[..., TopicReader]
 
 
 def security_settings(security: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,3 +284,31 @@ def next_offsets(messages: Iterable[Message]) -> Offsets:
     {('t', 0): 7, ('t', 1): 10}
     """
     return {(m.topic, m.partition): m.offset + 1 for m in messages}  # the last one of a partition wins
+
+
+def read_between(fetch: Callable[[], list[Message]], start: int, end: int, idle_timeout_s: float,
+                 clock: Callable[[], float]) -> Iterator[Message]:
+    """The messages of one partition's `fetch` batches (read from offset `start`) up to offset `end`
+    (exclusive), stopping early once a fetch has come back empty for `idle_timeout_s`: what each
+    `TopicReader.read` does over its own client.
+
+    >>> batches = [[Record("t", 0, 3, None, b"a"), Record("t", 0, 4, None, b"b")], [], [Record("t", 0, 5, None, b"c")]]
+    >>> import time
+    >>> [m.offset for m in read_between(lambda: batches.pop(0), 3, 5, 1.0, time.monotonic)]
+    [3, 4]
+    >>> [m.offset for m in read_between(lambda: [], 3, 5, 0.0, time.monotonic)]
+    []
+    """
+    position, idle_since = start, clock()
+    while position < end:
+        batch = fetch()
+        if not batch:
+            if clock() - idle_since >= idle_timeout_s:
+                return
+            continue
+        idle_since = clock()
+        for message in batch:
+            if message.offset >= end:
+                return
+            position = message.offset + 1
+            yield message

@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 from operator import attrgetter
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -69,10 +69,11 @@ from monitor.transport.base import (
     Refused,
     TransportError,
     TransportUnavailable,
+    read_between,
     security_settings,
 )
 
-__all__ = ["ConfluentTransport", "ConfluentProducer", "ConfluentMessage", "ensure_topics",
+__all__ = ["ConfluentTransport", "ConfluentProducer", "ConfluentMessage", "ConfluentReader", "ensure_topics",
            "LIBRDKAFKA_SECURITY", "CLIENT"]
 
 log = logging.getLogger(__name__)
@@ -514,6 +515,68 @@ class ConfluentTransport:
         self.close()
 
 
+class ConfluentReader:
+    """`TopicReader` on a librdkafka consumer assigned partitions by hand; the arguments are those of
+    `monitor.transport.kafka_python.KafkaPythonReader`.
+
+    librdkafka wants a ``group.id`` even for assigned partitions; the reader's is its client id,
+    and it never commits, so no group offsets are written.
+    """
+
+    def __init__(self, *, bootstrap_servers: str, client_id: str = "anomon-reader", fetch_max_wait_ms: int = 100,
+                 max_records: int = 5000, bootstrap_timeout_ms: int = 10_000, **security: Any) -> None:
+        self._max_records = max_records
+        self._timeout_s = bootstrap_timeout_ms / 1000
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": client_id,
+            "group.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.wait.max.ms": fetch_max_wait_ms,
+            "error_cb": _log_error,
+            "logger": log,
+            **librdkafka_security(security),
+        })
+        try:
+            _check_reachable(self._consumer, bootstrap_servers, bootstrap_timeout_ms)
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def partitions(self, topic: str) -> set[int]:
+        # All topics' metadata, not the topic's: asking for one topic may create it.
+        topics = self._consumer.list_topics(timeout=self._timeout_s).topics
+        return set(topics[topic].partitions) if topic in topics else set()
+
+    def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        return {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self._timeout_s)
+                for p in partitions}
+
+    def offsets_at(self, topic: str, partitions: Iterable[int], timestamp_ms: int) -> dict[int, int | None]:
+        found = self._consumer.offsets_for_times([TopicPartition(topic, p, timestamp_ms) for p in partitions],
+                                                 timeout=self._timeout_s)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+
+    def read(self, topic: str, partition: int, start: int, end: int, *, idle_timeout_s: float = 10.0) -> Iterator[Message]:
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+        yield from read_between(self._fetch, start, end, idle_timeout_s, time.monotonic)
+
+    def _fetch(self) -> list[Message]:
+        batch = self._consumer.consume(num_messages=self._max_records, timeout=0.5)
+        ConfluentTransport._check_errors(batch)
+        return [ConfluentMessage(message) for message in batch if message.error() is None]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> "ConfluentReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
     if error is not None and error.code() != KafkaError._NO_OFFSET:
         log.warning("commit of %d partitions failed: %s; their records will be delivered again unless a "
@@ -566,4 +629,4 @@ def _wait_for_metadata(admin: AdminClient, topics: set[str], timeout_s: float) -
         time.sleep(0.01)
 
 
-CLIENT = Client("confluent", ConfluentTransport, ConfluentProducer, ensure_topics)
+CLIENT = Client("confluent", ConfluentTransport, ConfluentProducer, ensure_topics, ConfluentReader)

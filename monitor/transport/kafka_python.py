@@ -27,7 +27,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+import time
+from typing import Any, Iterable, Iterator, Mapping
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -44,10 +45,11 @@ from monitor.transport.base import (
     Refused,
     TransportError,
     TransportUnavailable,
+    read_between,
     security_settings,
 )
 
-__all__ = ["KafkaPythonTransport", "KafkaPythonProducer", "ensure_topics", "CLIENT"]
+__all__ = ["KafkaPythonTransport", "KafkaPythonProducer", "KafkaPythonReader", "ensure_topics", "CLIENT"]
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +466,55 @@ def _close_producer(producer: KafkaProducer, timeout_s: float) -> None:
         log.warning("producer did not close cleanly: %s", exc)
 
 
+class KafkaPythonReader:
+    """`TopicReader` on kafka-python's ``KafkaConsumer``, assigned partitions by hand (no group, no commits).
+
+    ``bootstrap_servers``, ``client_id``, ``bootstrap_timeout_ms`` and the security settings
+    (`SECURITY_SETTINGS`, as keywords) are those of `KafkaPythonProducer`; ``fetch_max_wait_ms``
+    bounds how long a fetch waits for records, and ``max_records`` how many one poll returns.
+    """
+
+    def __init__(self, *, bootstrap_servers: str, client_id: str = "anomon-reader", fetch_max_wait_ms: int = 100,
+                 max_records: int = 5000, bootstrap_timeout_ms: int = 10_000, **security: Any) -> None:
+        self._max_records = max_records
+        self._consumer = _connect(KafkaConsumer, {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "enable_auto_commit": False,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            "bootstrap_timeout_ms": bootstrap_timeout_ms,
+            **security_settings(security),
+        })
+
+    def partitions(self, topic: str) -> set[int]:
+        return set(self._consumer.partitions_for_topic(topic) or ())
+
+    def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        first, last = self._consumer.beginning_offsets(tps), self._consumer.end_offsets(tps)
+        return {tp.partition: (first[tp], last[tp]) for tp in tps}
+
+    def offsets_at(self, topic: str, partitions: Iterable[int], timestamp_ms: int) -> dict[int, int | None]:
+        found = self._consumer.offsets_for_times({TopicPartition(topic, p): timestamp_ms for p in partitions})
+        return {tp.partition: (at.offset if at is not None else None) for tp, at in found.items()}
+
+    def read(self, topic: str, partition: int, start: int, end: int, *, idle_timeout_s: float = 10.0) -> Iterator[Message]:
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        yield from read_between(lambda: self._consumer.poll(timeout_ms=500, max_records=self._max_records).get(tp, []),
+                                start, end, idle_timeout_s, time.monotonic)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> "KafkaPythonReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def _connect(client_class: type, settings: Mapping[str, Any]) -> Any:
     """Build a kafka-python client, turning "cannot reach the cluster" into one error."""
     try:
@@ -527,4 +578,4 @@ def ensure_topics(
     return created
 
 
-CLIENT = Client("kafka-python", KafkaPythonTransport, KafkaPythonProducer, ensure_topics)
+CLIENT = Client("kafka-python", KafkaPythonTransport, KafkaPythonProducer, ensure_topics, KafkaPythonReader)
