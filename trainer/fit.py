@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from trainer.autoencoder import FieldLoss, build_autoencoder, default_layers
-from trainer.bundle import Bundle, ScoreWeights, range_adjusted
+from trainer.bundle import Bundle, ScoreWeights, distance_dimensions, range_adjusted
 from trainer.config import Config
 from trainer.drift import REFERENCE_KEY, Reference
 from trainer.encoding import Encoder, EncodingError
@@ -92,7 +92,7 @@ def fit(records: Iterable[dict[str, Any]], config: Config, verbose: bool = True)
         else:
             fitted, calibration, inputs, training = _held_out(records, config, verbose)
     reconstruction, distance, excess = calibration
-    weights = ScoreWeights.from_medians(reconstruction, distance, len(fitted.encoder.blocks))
+    weights = ScoreWeights.from_medians(reconstruction, distance, distance_dimensions(fitted.encoder))
     weighted = weights.reconstruction * reconstruction + (weights.neighbours * distance if distance is not None else 0)
     t = config.threshold
     threshold = calibrate(range_adjusted(weighted, excess.sum(axis=1)), t.method, t.target_rate, t.margin,
