@@ -483,7 +483,9 @@ def test_serve_forever_prints_address_and_stops_cleanly_on_sigterm():
         host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
         socket.create_connection((host, int(port)), timeout=2).close()
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=5) == 0
+        # About 1 s alone (0.5 s poll, the broker's 0.5 s grace, interpreter exit); beside the other
+        # test worker on 2 cores it once took over 5 s, so the bound is generous: the test is the exit code.
+        assert server.wait(timeout=30) == 0
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=1).close()
     finally:
