@@ -34,7 +34,6 @@ from monitor.transport.base import (
     TransportError,
     TransportUnavailable,
     next_offsets,
-    read_between,
     security_settings,
 )
 from monitor.transport.kafka_python import KafkaPythonProducer, KafkaPythonReader, KafkaPythonTransport, ensure_topics
@@ -53,7 +52,6 @@ __all__ = [
     "KafkaPythonReader",
     "ensure_topics",
     "next_offsets",
-    "read_between",
     "security_settings",
     "TransportError",
     "TransportUnavailable",

@@ -415,22 +415,9 @@ class ConfluentTransport:
             raw = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
         except KafkaException as exc:
             raise _unavailable_or(exc, TransportError, "poll") from exc
-        messages = [ConfluentMessage(m) for m in raw if m.error() is None]
-        if len(messages) < len(raw):
-            self._check_errors(raw)
+        messages = _messages(raw)
         messages.sort(key=_partition)  # stable: offset order within each partition, as fetched
         return messages
-
-    @staticmethod
-    def _check_errors(messages: list[Any]) -> None:
-        """Error events among polled messages: logged; a fatal one ends this client."""
-        for message in messages:
-            error = message.error()
-            if error is None:
-                continue
-            if error.fatal():
-                raise TransportError(f"poll failed: {error.str()}")
-            log.warning("consumer: %s", error.str())
 
     def commit(self, offsets: Offsets, *, wait: bool = True) -> None:
         owned = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()
@@ -563,9 +550,7 @@ class ConfluentReader:
         yield from read_between(self._fetch, start, end, idle_timeout_s, time.monotonic)
 
     def _fetch(self) -> list[Message]:
-        batch = self._consumer.consume(num_messages=self._max_records, timeout=0.5)
-        ConfluentTransport._check_errors(batch)
-        return [ConfluentMessage(message) for message in batch if message.error() is None]
+        return _messages(self._consumer.consume(num_messages=self._max_records, timeout=0.5))
 
     def close(self) -> None:
         self._consumer.close()
@@ -575,6 +560,20 @@ class ConfluentReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _messages(raw: list[Any]) -> list[ConfluentMessage]:
+    """The records among consumed librdkafka messages; error events are logged, a fatal one ends this client."""
+    messages = [ConfluentMessage(m) for m in raw if m.error() is None]
+    if len(messages) < len(raw):
+        for message in raw:
+            error = message.error()
+            if error is None:
+                continue
+            if error.fatal():
+                raise TransportError(f"poll failed: {error.str()}")
+            log.warning("consumer: %s", error.str())
+    return messages
 
 
 def _log_failed_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
