@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", _demo, "embedded broker + synthetic traffic + training + live monitor, "
                                   "then drift, retraining and the new model live")
-    demo.add_argument("--seconds", type=float, default=120.0, help="stop after this long (default 120)")
+    demo.add_argument("--seconds", type=float, default=120.0,
+                      help="stop after this long (default 120; a retraining still running then is waited for)")
     demo.add_argument("--shift-after", type=float, default=15.0,
                       help="seconds of streaming before the scripted shift (default 15; negative: none)")
     demo.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")

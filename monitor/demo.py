@@ -13,7 +13,10 @@ false alarms; the monitor detects the drift, retrains in a separate process on t
 (``retrain.mode: auto``), and takes the new version up between two batches; the false-alarm rate
 returns to normal.  Each step is printed as it comes from the control topic.
 
-It stops cleanly after ``--seconds`` (training included) or on Ctrl-C.  The configuration is the
+It stops cleanly after ``--seconds`` (training included) or on Ctrl-C.  A retraining still running
+then is waited for, streaming on, at most `RETRAIN_GRACE_S` more, and its model given
+`RETRAINED_PHASE_S` of traffic, so the story ends on a slow machine too (the retraining's five
+cross-fitted fits take about 35 s on 2 idle cores, more beside other work).  The configuration is the
 package's ``monitor/resources/demo.yaml`` (`monitor.resources.DEMO_CONFIG`) with the broker's
 address and automatic retraining, written to ``WORKDIR/anomon.yaml`` (the retraining process
 reads it), so the demo runs from an installed wheel, from any directory.
@@ -61,6 +64,8 @@ SHIFT_FACTOR = 4.0  # the scripted shift: every request this many times slower
 RETRAIN = {"mode": "auto", "min_records": 10_000, "cooldown_s": 3600}  # 20 s of traffic at 500 events/s
 DRIFT = {"window": 100}  # windows of 100 events: ADWIN checks every 3,200 events, 6 s at 500 events/s
 FALSE_ALARM_WINDOW_S = 5
+RETRAIN_GRACE_S = 120.0  # past --seconds, at most this long waiting for a running retraining's model
+RETRAINED_PHASE_S = 10.0  # ... and this long streaming with it: 5,000 events, the retrained false alarms
 
 
 class Scoreboard:
@@ -227,6 +232,8 @@ class _Demo:
         self.scoreboard = Scoreboard()
         self.false_alarms: deque[tuple[int, int]] = deque(maxlen=FALSE_ALARM_WINDOW_S + 1)  # (normal sent, alerted)
         self.phases: dict[str, tuple[int, int]] = {}  # phase start → (normal sent, alerted) then
+        self.retraining = False  # a retraining started and its model is not live (nor failed) yet
+        self.reloaded_at: float | None = None  # monotonic time the retrained model went live
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -313,7 +320,15 @@ class _Demo:
         """Print a status line, the new alerts and control events once a second; shift when it is time."""
         streaming = time.monotonic()
         last_events, last_time = monitor.totals["events"], time.monotonic()
-        while not self.stop.wait(max(0.0, min(1.0, until - time.monotonic()))) and time.monotonic() < until:
+        told = False
+        while not self.stop.wait(max(0.0, min(1.0, self.ends_at(until) - time.monotonic()))):
+            if time.monotonic() >= self.ends_at(until):
+                break
+            if time.monotonic() >= until and not told:  # past --seconds: say why it goes on
+                told = True
+                self.say(f"  the retraining is still running: streaming on until its model is live "
+                         f"(at most {RETRAIN_GRACE_S:.0f} s more)" if self.retraining else
+                         f"  streaming on for {RETRAINED_PHASE_S:.0f} s with the retrained model")
             if (self.shift_after is not None and not self.shifted.is_set()
                     and time.monotonic() - streaming >= self.shift_after):
                 self.shifted.set()
@@ -328,6 +343,14 @@ class _Demo:
             last_events, last_time = events, now
         self.show_alerts(watcher)
 
+    def ends_at(self, until: float) -> float:
+        """When streaming stops: `until`, or later while a retraining's model is awaited or new."""
+        if self.retraining:
+            return until + RETRAIN_GRACE_S
+        if self.reloaded_at is not None:
+            return min(until + RETRAIN_GRACE_S, max(until, self.reloaded_at + RETRAINED_PHASE_S))
+        return until
+
     def show_alerts(self, watcher: TopicWatcher) -> None:
         new = watcher.take()
         for alert in new[:ALERTS_SHOWN_PER_TICK]:
@@ -338,7 +361,13 @@ class _Demo:
     def show_control(self, control: TopicWatcher) -> None:
         for event in control.take():
             self.say(format_control(event))
-            if event["type"] == "model_loaded" and self.shifted.is_set():
+            kind = event["type"]
+            if kind == "retrain_started":
+                self.retraining = True
+            elif kind == "model_refused" or (kind == "retrain_finished" and event["returncode"] != 0):
+                self.retraining = False
+            elif kind == "model_loaded" and self.shifted.is_set():
+                self.retraining, self.reloaded_at = False, time.monotonic()
                 self.phases["with the retrained model"] = self.scoreboard.normal_counts()
 
     def status(self, monitor: Monitor, events_per_s: float) -> str:

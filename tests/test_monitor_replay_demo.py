@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -13,7 +14,7 @@ from datetime import datetime
 from monitor_support import REPO_ROOT, config_dict, live_events, read_topic, wait_for, write_config
 
 from monitor.cli import main
-from monitor.demo import DEMO_CONFIG
+from monitor.demo import DEMO_CONFIG, RETRAIN_GRACE_S, RETRAINED_PHASE_S, _Demo
 from monitor.traffic import TRAFFIC_FIELDS, TRAFFIC_KEY
 from trainer.config import load_config
 
@@ -108,3 +109,39 @@ def test_the_demo_shows_drift_retraining_and_the_new_model_bringing_false_alarms
     before, shifted, retrained = map(float, rates.groups())
     assert shifted > 5 * max(before, 0.1) and retrained < shifted / 3, rates.group(0)
     assert len(list((tmp_path / "demo" / "models" / "demo" / "versions").iterdir())) == 2
+
+
+class _Events:
+    """Control events as the demo's topic watcher hands them over."""
+
+    def __init__(self, *events: dict) -> None:
+        self.events = list(events)
+
+    def take(self) -> list[dict]:
+        taken, self.events = self.events, []
+        return taken
+
+
+def test_the_demo_waits_for_a_running_retraining_then_streams_with_its_model(tmp_path, monkeypatch):
+    demo = _Demo(seconds=60, rate=500, workdir=tmp_path, out=io.StringIO(), shift_after=10)
+    demo.shifted.set()
+    until = 1000.0
+    assert demo.ends_at(until) == until
+    demo.show_control(_Events({"type": "retrain_started", "from_offsets": {}, "to_offsets": {}}))
+    assert demo.ends_at(until) == until + RETRAIN_GRACE_S  # bounded: a hung retraining ends the demo too
+    monkeypatch.setattr(time, "monotonic", lambda: until - 2)
+    demo.show_control(_Events({"type": "model_loaded", "model_version": "v2", "threshold": 5.0,
+                               "previous_version": "v1"}))
+    assert demo.ends_at(until) == until - 2 + RETRAINED_PHASE_S
+    assert "with the retrained model" in demo.phases
+    demo.show_control(_Events({"type": "retrain_finished", "returncode": 0}))
+    assert demo.ends_at(until) == until - 2 + RETRAINED_PHASE_S
+
+
+def test_the_demo_stops_waiting_for_a_retraining_that_failed(tmp_path):
+    demo = _Demo(seconds=60, rate=500, workdir=tmp_path, out=io.StringIO(), shift_after=10)
+    demo.shifted.set()
+    demo.show_control(_Events({"type": "retrain_started", "from_offsets": {}, "to_offsets": {}},
+                              {"type": "retrain_finished", "returncode": 1}))
+    assert demo.ends_at(1000.0) == 1000.0
+    assert "RETRAINING failed (1)" in demo.out.getvalue()
