@@ -16,7 +16,7 @@ returns to normal.  Each step is printed as it comes from the control topic.
 It stops cleanly after ``--seconds`` (training included) or on Ctrl-C.  A retraining still running
 then is waited for, streaming on, at most `RETRAIN_GRACE_S` more, and its model given
 `RETRAINED_PHASE_S` of traffic, so the story ends on a slow machine too (the retraining's five
-cross-fitted fits take about 35 s on 2 idle cores, more beside other work).  The configuration is the
+fold fits and final fit took 19-34 s beside the running demo on 2 cores, over 55 s in a CI run).  The configuration is the
 package's ``monitor/resources/demo.yaml`` (`monitor.resources.DEMO_CONFIG`) with the broker's
 address and automatic retraining, written to ``WORKDIR/anomon.yaml`` (the retraining process
 reads it), so the demo runs from an installed wheel, from any directory.
@@ -321,9 +321,8 @@ class _Demo:
         streaming = time.monotonic()
         last_events, last_time = monitor.totals["events"], time.monotonic()
         told = False
-        while not self.stop.wait(max(0.0, min(1.0, self.ends_at(until) - time.monotonic()))):
-            if time.monotonic() >= self.ends_at(until):
-                break
+        while (not self.stop.wait(max(0.0, min(1.0, self.ends_at(until) - time.monotonic())))
+               and time.monotonic() < self.ends_at(until)):
             if time.monotonic() >= until and not told:  # past --seconds: say why it goes on
                 told = True
                 self.say(f"  the retraining is still running: streaming on until its model is live "
